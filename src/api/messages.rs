@@ -1,0 +1,187 @@
+//! `POST /v1/messages`: the checks that need no upstream, in the order of gateway.md §1, then a
+//! session that answers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::HeaderMap;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+
+use super::request_id;
+use crate::config::Strictness;
+use crate::error::GatewayError;
+use crate::protocol::request::parse_fields;
+use crate::protocol::validate::{validate, ApiVersion};
+use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit};
+use crate::state::{AppState, WorkerActors};
+
+pub async fn create_message(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    workers: web::Data<WorkerActors>,
+) -> HttpResponse {
+    let received_at = Instant::now();
+    let request_id = request_id(&req);
+    let init = match admit(&req, payload, &state, request_id.clone(), received_at).await {
+        Ok(init) => init,
+        Err(e) => {
+            tracing::info!(request_id = %request_id, status = e.status().as_u16(), error_type = e.error_type(), "rejected: {e}");
+            return e.to_response(&request_id, None);
+        }
+    };
+    match session::run(init, state, workers).await {
+        (_, Ok(SessionHead::Json { body, headers })) => {
+            let mut res = HttpResponse::Ok();
+            res.content_type("application/json");
+            with_headers(res, headers).body(body)
+        }
+        (Some(guard), Ok(SessionHead::Stream { body, headers })) => {
+            let mut res = HttpResponse::Ok();
+            res.content_type("text/event-stream; charset=utf-8")
+                .insert_header(("cache-control", "no-cache"))
+                .insert_header(("x-accel-buffering", "no"));
+            with_headers(res, headers).streaming(ClientBody::new(body, guard))
+        }
+        (_, Ok(SessionHead::Error { error, headers })) => {
+            let mut res = error.to_response(&request_id, None);
+            for (k, v) in headers {
+                if let Ok(v) = v.parse() {
+                    res.headers_mut().insert(actix_web::http::header::HeaderName::from_static(k), v);
+                }
+            }
+            res
+        }
+        (_, Ok(SessionHead::Stream { .. })) => unreachable!("a stream head always comes with its guard"),
+        (_, Err(e)) => e.to_response(&request_id, None),
+    }
+}
+
+fn with_headers(mut res: HttpResponseBuilder, headers: HeaderList) -> HttpResponseBuilder {
+    for (k, v) in headers {
+        res.insert_header((k, v));
+    }
+    res
+}
+
+/// Everything up to the session: size, auth, JSON, version, strictness, schema, model.
+async fn admit(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    request_id: String,
+    received_at: Instant,
+) -> Result<SessionInit, GatewayError> {
+    let limit = state.config.server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let key = state.keys.authenticate(req.headers())?;
+    let body = read_body(payload, limit).await?;
+    let fields = parse_fields(&body).map_err(|e| GatewayError::invalid(e.0))?;
+    let version = anthropic_version(req.headers(), &state.config.defaults.anthropic_version)?;
+    let strictness = strictness(req.headers(), state.config.defaults.strictness)?;
+    let request = validate(fields, version).map_err(GatewayError::from_details)?;
+
+    let model = state
+        .models
+        .resolve(&request.model)
+        .ok_or_else(|| GatewayError::NotFound(format!("model: unknown model \"{}\"", request.model)))?
+        .clone();
+    let names = std::iter::once(model.config.id.as_str()).chain(model.config.aliases.iter().map(String::as_str));
+    if !key.may_use(names) {
+        return Err(GatewayError::Permission(format!(
+            "model: this API key may not use model \"{}\"",
+            request.model
+        )));
+    }
+
+    let session_id = request
+        .field("session_id")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .or_else(|| header_str(req.headers(), "x-session-id"))
+        .or_else(|| header_str(req.headers(), "x-claude-code-session-id"));
+    Ok(SessionInit {
+        request_id,
+        key,
+        request: Arc::new(request),
+        model,
+        version,
+        anthropic_beta: anthropic_beta(req.headers()),
+        beta_query: web::Query::<BetaQuery>::from_query(req.query_string())
+            .map(|q| q.beta.as_deref() == Some("true"))
+            .unwrap_or(false),
+        strictness,
+        session_id,
+        received_at,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct BetaQuery {
+    beta: Option<String>,
+}
+
+fn too_large(limit: usize) -> GatewayError {
+    GatewayError::RequestTooLarge(format!("request body exceeds the limit of {limit} bytes"))
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesMut, GatewayError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::invalid(format!("could not read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// messages-api.md §2.2: missing → the configured default; unknown → 400.
+fn anthropic_version(headers: &HeaderMap, default: &str) -> Result<ApiVersion, GatewayError> {
+    let value = header_str(headers, "anthropic-version").unwrap_or_else(|| default.to_string());
+    ApiVersion::parse(&value)
+        .ok_or_else(|| GatewayError::invalid(format!("anthropic-version: unsupported value \"{value}\"")))
+}
+
+/// gateway.md §3: trimmed, case-insensitive.
+fn strictness(headers: &HeaderMap, default: Strictness) -> Result<Strictness, GatewayError> {
+    let Some(raw) = headers.get("x-aistats-strictness") else {
+        return Ok(default);
+    };
+    match raw.to_str().map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+        Ok("off") => Ok(Strictness::Off),
+        Ok("warn") => Ok(Strictness::Warn),
+        Ok("error") => Ok(Strictness::Error),
+        _ => Err(GatewayError::invalid("X-AIStats-Strictness: must be one of off, warn, error")),
+    }
+}
+
+/// Every `anthropic-beta` header, joined with `,` in arrival order.
+fn anthropic_beta(headers: &HeaderMap) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all("anthropic-beta")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(","))
+}

@@ -1,0 +1,53 @@
+//! The HTTP surface. Every response carries a `request-id`; every error is the Anthropic envelope.
+
+pub mod auth;
+pub mod messages;
+pub mod ops;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpMessage, HttpRequest};
+
+use crate::ids;
+
+/// The request's id, minted by the middleware before any handler runs.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+pub fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(ids::request_id)
+}
+
+async fn stamp_request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = ids::request_id();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let http_req = req.request().clone();
+    let mut res = match next.call(req).await {
+        Ok(res) => res.map_into_boxed_body(),
+        Err(e) => ServiceResponse::from_err(e, http_req).map_into_boxed_body(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(HeaderName::from_static("request-id"), v);
+    }
+    Ok(res)
+}
+
+/// Routes, for the server and for tests.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("")
+            .wrap(from_fn(stamp_request_id))
+            .route("/v1/messages", web::post().to(messages::create_message))
+            .route("/healthz", web::get().to(ops::healthz))
+            .route("/readyz", web::get().to(ops::readyz))
+            .default_service(web::to(ops::not_found)),
+    );
+}

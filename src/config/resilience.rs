@@ -1,0 +1,93 @@
+//! `[retry]`, `[timeouts]` and `[circuit_breaker]` (gateway.md §7.3–§7.5).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            max_attempts: 4,
+            base_delay_ms: 250,
+            max_delay_ms: 8000,
+            max_retry_after_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub connect_ms: u64,
+    pub ttft_ms: u64,
+    pub attempt_ms: u64,
+    pub idle_ms: u64,
+    pub total_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            ttft_ms: 60_000,
+            attempt_ms: 600_000,
+            idle_ms: 120_000,
+            total_ms: 1_800_000,
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn ttft(&self) -> Duration {
+        Duration::from_millis(self.ttft_ms)
+    }
+    pub fn attempt(&self) -> Duration {
+        Duration::from_millis(self.attempt_ms)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+    pub fn total(&self) -> Duration {
+        Duration::from_millis(self.total_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    pub consecutive_failures: u32,
+    pub failure_ratio: f64,
+    pub window_secs: u64,
+    pub min_requests: u32,
+    pub cooldown_secs: u64,
+    pub max_cooldown_secs: u64,
+    pub rate_limit_cooldown_ms: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            window_secs: 30,
+            min_requests: 10,
+            cooldown_secs: 30,
+            max_cooldown_secs: 300,
+            rate_limit_cooldown_ms: 5000,
+        }
+    }
+}

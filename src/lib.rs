@@ -1,0 +1,24 @@
+//! An Anthropic-compatible LLM gateway.
+//!
+//! Request flow: `api` (HTTP surface, checks that need no upstream) → `session` (one
+//! `SessionActor` per request: admission, attempts, the SSE channel to the client) →
+//! `providers` (one `ProviderActor` per provider per worker: upstream HTTP) — with `ratelimit`
+//! (a `RateLimiterActor` per worker over shared governor state) and `routing` (deployment order).
+//! Wire types and translation are pure code in `protocol`.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod protocol;
+pub mod providers;
+pub mod ratelimit;
+pub mod routing;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::GatewayError;
+pub use server::{start, Gateway};

@@ -1,0 +1,6 @@
+//! Pure wire types and translation: no I/O, unit-tested with plain values.
+
+pub mod anthropic;
+pub mod request;
+pub mod sse;
+pub mod validate;

@@ -1,0 +1,190 @@
+//! The client's `POST /v1/messages` body. Top-level fields keep their original bytes and order
+//! (`RawValue` + `preserve_order`) so an Anthropic upstream receives untouched fields byte for
+//! byte; the parts the gateway must understand are parsed into `Value`s beside them.
+
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// Top-level fields in arrival order, each with its original bytes.
+pub type RawFields = IndexMap<String, Box<RawValue>>;
+
+/// Gateway extensions (gateway.md §4): removed before forwarding.
+pub const EXTENSION_FIELDS: [&str; 7] = [
+    "session_id",
+    "provider",
+    "routing",
+    "debug",
+    "prompt_cache_retention",
+    "provider_options",
+    "web_search_options",
+];
+
+/// Anthropic top-level fields (messages-api.md §3.1).
+pub const ANTHROPIC_FIELDS: [&str; 20] = [
+    "model",
+    "max_tokens",
+    "messages",
+    "system",
+    "stream",
+    "stop_sequences",
+    "temperature",
+    "top_p",
+    "top_k",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "cache_control",
+    "container",
+    "mcp_servers",
+    "output_config",
+    "inference_geo",
+    "context_management",
+];
+
+/// Why a body is not a JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyError(pub String);
+
+/// Splits a body into its top-level fields without parsing their values.
+pub fn parse_fields(body: &[u8]) -> Result<RawFields, BodyError> {
+    let trimmed = body.trim_ascii_start();
+    if trimmed.first() != Some(&b'{') {
+        return Err(BodyError(if trimmed.is_empty() {
+            "request body is empty; expected a JSON object".into()
+        } else {
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => "request body must be a JSON object".into(),
+                Err(e) => format!("invalid JSON: {e}"),
+            }
+        }));
+    }
+    serde_json::from_slice::<RawFields>(body).map_err(|e| BodyError(format!("invalid JSON: {e}")))
+}
+
+/// A validated request (see `validate.rs`).
+#[derive(Debug, Clone)]
+pub struct MessagesRequest {
+    pub fields: RawFields,
+    pub model: String,
+    pub max_tokens: u64,
+    pub stream: bool,
+    pub system: Option<Value>,
+    pub messages: Vec<Value>,
+    pub tools: Vec<Value>,
+    pub tool_choice: Option<Value>,
+    /// Top-level keys that are neither Anthropic fields nor gateway extensions (strictness).
+    pub unknown_fields: Vec<String>,
+}
+
+impl MessagesRequest {
+    pub fn field(&self, key: &str) -> Option<&RawValue> {
+        self.fields.get(key).map(|v| &**v)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.fields.contains_key(key)
+    }
+
+    /// Replaces (or appends) a top-level field with a new value.
+    pub fn set_field(&mut self, key: &str, value: &Value) {
+        let raw = serde_json::value::to_raw_value(value).expect("Value serializes");
+        self.fields.insert(key.to_string(), raw);
+    }
+
+    /// Replaces the conversation, keeping `fields["messages"]` in step.
+    pub fn set_messages(&mut self, messages: Vec<Value>) {
+        let raw = serde_json::value::to_raw_value(&messages).expect("Value serializes");
+        self.fields.insert("messages".to_string(), raw);
+        self.messages = messages;
+    }
+
+    /// The body for an Anthropic upstream: every field but the gateway extensions and `skip`, in
+    /// arrival order and with original bytes, `model` rewritten to the upstream id.
+    pub fn anthropic_body(&self, upstream_model: &str, skip: &[&str]) -> Vec<u8> {
+        let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let mut out = Vec::with_capacity(size + upstream_model.len() + 16);
+        out.push(b'{');
+        let mut first = true;
+        for (k, v) in &self.fields {
+            if EXTENSION_FIELDS.contains(&k.as_str()) || skip.contains(&k.as_str()) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut out, k).expect("key serializes");
+            out.push(b':');
+            if k == "model" {
+                serde_json::to_writer(&mut out, upstream_model).expect("model serializes");
+            } else {
+                out.extend_from_slice(v.get().as_bytes());
+            }
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// The text of the last user message (string content or its text blocks).
+    pub fn last_user_text(&self) -> String {
+        let Some(last) = self
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        else {
+            return String::new();
+        };
+        match last.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_order_and_bytes() {
+        let body = br#"{"model":"a",  "messages":[{"role":"user","content":"h\u00e9"}],"max_tokens":1.0e1,"session_id":"s","z":{"b":1, "a":2}}"#;
+        let f = parse_fields(body).unwrap();
+        let keys: Vec<_> = f.keys().cloned().collect();
+        assert_eq!(keys, ["model", "messages", "max_tokens", "session_id", "z"]);
+        assert_eq!(f["z"].get(), r#"{"b":1, "a":2}"#);
+        let req = MessagesRequest {
+            fields: f,
+            model: "a".into(),
+            max_tokens: 10,
+            stream: false,
+            system: None,
+            messages: vec![],
+            tools: vec![],
+            tool_choice: None,
+            unknown_fields: vec![],
+        };
+        let out = String::from_utf8(req.anthropic_body("up-1", &[])).unwrap();
+        assert_eq!(
+            out,
+            r#"{"model":"up-1","messages":[{"role":"user","content":"h\u00e9"}],"max_tokens":1.0e1,"z":{"b":1, "a":2}}"#
+        );
+    }
+
+    #[test]
+    fn non_objects_are_refused() {
+        assert!(parse_fields(b"").unwrap_err().0.contains("empty"));
+        assert!(parse_fields(b"[1]").unwrap_err().0.contains("JSON object"));
+        assert!(parse_fields(b"{\"a\":").unwrap_err().0.starts_with("invalid JSON"));
+        assert!(parse_fields(b"nope").unwrap_err().0.starts_with("invalid JSON"));
+    }
+}

@@ -1,0 +1,199 @@
+//! The `anthropic` kind: `POST {base_url}/v1/messages`, passed through faithfully (gateway.md §7.6).
+//! Non-stream bodies go back byte for byte; stream frames are forwarded as they arrive, re-framed
+//! only when the upstream's framing is not the canonical `event:` + one `data:` line.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::{retry_after, upstream_error_message, Call, Provider, ProviderEvent, UpstreamError, UpstreamMessage};
+use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary};
+use crate::protocol::sse::{SseEvent, SseParser};
+
+/// Largest non-stream body or error body read from an upstream.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+pub async fn run(client: awc::Client, provider: Arc<Provider>, call: Call, sink: mpsc::Sender<ProviderEvent>) {
+    let event = match send(&client, &provider, &call).await {
+        Ok(res) if call.stream => return pump(res, sink).await,
+        Ok(mut res) => match res.body().limit(MAX_BODY).await {
+            Ok(body) => read_message(body),
+            Err(e) => ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}"))),
+        },
+        Err(e) => ProviderEvent::Failed(e),
+    };
+    let _ = sink.send(event).await;
+}
+
+type Response = awc::ClientResponse;
+
+/// Sends the request; any non-2xx answer (or a stream answered without SSE) is an error.
+async fn send(client: &awc::Client, provider: &Provider, call: &Call) -> Result<Response, UpstreamError> {
+    let base = provider.config.base_url.as_deref().unwrap_or_default();
+    let url = if call.beta_query {
+        format!("{base}/v1/messages?beta=true")
+    } else {
+        format!("{base}/v1/messages")
+    };
+    let mut req = client
+        .post(url)
+        .insert_header(("content-type", "application/json"))
+        .insert_header(("anthropic-version", call.anthropic_version));
+    if call.stream {
+        req = req.insert_header(("accept", "text/event-stream"));
+    }
+    if let Some(key) = &provider.api_key {
+        req = req.insert_header(("x-api-key", key.expose()));
+    }
+    let betas: Vec<&str> = call
+        .anthropic_beta
+        .iter()
+        .map(String::as_str)
+        .chain(provider.config.extra_betas.iter().map(String::as_str))
+        .collect();
+    if !betas.is_empty() {
+        req = req.insert_header(("anthropic-beta", betas.join(",")));
+    }
+    for (k, v) in &provider.config.headers {
+        req = req.insert_header((k.as_str(), v.as_str()));
+    }
+    let body = call.request.anthropic_body(&call.upstream_model, &[]);
+    let mut res = req
+        .send_body(body)
+        .await
+        .map_err(|e| UpstreamError::transient(format!("upstream request failed: {e}")))?;
+    let status = res.status().as_u16();
+    if !(200..300).contains(&status) {
+        let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
+        let (message, kind) = upstream_error_message(&body);
+        let mut err = UpstreamError::from_status(status, message);
+        err.error_type = kind;
+        err.retry_after = retry_after(res.headers());
+        return Err(err);
+    }
+    if call.stream {
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("text/event-stream") {
+            return Err(UpstreamError::transient(format!(
+                "upstream answered a stream request with content-type \"{}\"",
+                super::truncate_chars(ct, 100)
+            )));
+        }
+    }
+    Ok(res)
+}
+
+fn read_message(body: Bytes) -> ProviderEvent {
+    match serde_json::from_slice::<ResponseSummary>(&body) {
+        Ok(summary) => ProviderEvent::Message(UpstreamMessage {
+            body,
+            usage: summary.usage,
+            stop_reason: summary.stop_reason,
+        }),
+        Err(_) => ProviderEvent::Failed(UpstreamError::transient("upstream returned an invalid JSON message")),
+    }
+}
+
+/// Forwards every complete frame as soon as its read completes.
+async fn pump(mut res: Response, sink: mpsc::Sender<ProviderEvent>) {
+    let mut parser = SseParser::new();
+    let mut events = Vec::new();
+    loop {
+        let chunk = res.next().await;
+        let done = match chunk {
+            Some(Ok(bytes)) => {
+                if parser.push(&bytes, &mut events).is_err() {
+                    let err = UpstreamError::transient("upstream sent an oversized SSE line");
+                    let _ = sink.send(ProviderEvent::Failed(err)).await;
+                    return;
+                }
+                false
+            }
+            Some(Err(e)) => {
+                flush(&mut events, &sink).await;
+                let err = UpstreamError::transient(format!("upstream stream broke: {e}"));
+                let _ = sink.send(ProviderEvent::Failed(err)).await;
+                return;
+            }
+            None => {
+                parser.finish(&mut events);
+                true
+            }
+        };
+        if !flush(&mut events, &sink).await {
+            return;
+        }
+        if done {
+            let _ = sink.send(ProviderEvent::End).await;
+            return;
+        }
+    }
+}
+
+/// Sends parsed events as frames; false when the session is gone.
+async fn flush(events: &mut Vec<SseEvent>, sink: &mpsc::Sender<ProviderEvent>) -> bool {
+    if events.is_empty() {
+        return true;
+    }
+    let frames: Vec<Frame> = events.drain(..).filter_map(to_frame).collect();
+    frames.is_empty() || sink.send(ProviderEvent::Frames(frames)).await.is_ok()
+}
+
+/// An upstream event as a conformant frame: named after its JSON `type` when the `event:` line is
+/// missing, and compacted onto one line when its data spanned several.
+pub fn to_frame(ev: SseEvent) -> Option<Frame> {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let data = if memchr::memchr(b'\n', &ev.data).is_some() {
+        let v: serde_json::Value = serde_json::from_slice(&ev.data).ok()?;
+        Bytes::from(serde_json::to_vec(&v).ok()?)
+    } else {
+        ev.data
+    };
+    let name = match ev.event {
+        Some(name) if !name.is_empty() => name,
+        _ => {
+            let t: Typed = serde_json::from_slice(&data).ok()?;
+            Bytes::copy_from_slice(t.kind.as_bytes())
+        }
+    };
+    Some(Frame {
+        kind: EventKind::from_name(&name),
+        name,
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_named_and_compacted() {
+        let f = to_frame(SseEvent {
+            event: None,
+            data: Bytes::from_static(b"{\"type\":\"ping\"}"),
+        })
+        .unwrap();
+        assert_eq!(f.kind, EventKind::Ping);
+        let f = to_frame(SseEvent {
+            event: Some(Bytes::from_static(b"message_stop")),
+            data: Bytes::from_static(b"{\n\"type\": \"message_stop\"\n}"),
+        })
+        .unwrap();
+        assert_eq!(&f.data[..], b"{\"type\":\"message_stop\"}");
+        assert_eq!(f.kind, EventKind::MessageStop);
+        assert!(to_frame(SseEvent { event: None, data: Bytes::from_static(b"not json") }).is_none());
+    }
+}

@@ -1,0 +1,304 @@
+//! Upstream providers. One [`ProviderActor`] per configured provider per worker: `awc::Client` is
+//! `!Send` and keeps its connection pool per thread, so each worker talks to upstreams through its
+//! own actors and no request crosses threads.
+//!
+//! A session sends [`Dispatch`] with a channel; the actor runs the attempt as a local task that
+//! pushes [`ProviderEvent`]s into it. When the session drops the receiver (client gone, timeout,
+//! abandoned attempt) the task is dropped at once, and with it the upstream connection.
+
+pub mod anthropic;
+pub mod mock;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::config::{ProviderConfig, ProviderKind, Secret, TimeoutsConfig};
+use crate::protocol::anthropic::{Frame, Usage};
+use crate::protocol::request::MessagesRequest;
+
+/// A provider as the runtime sees it: its config and its key.
+#[derive(Debug)]
+pub struct Provider {
+    pub config: ProviderConfig,
+    pub api_key: Option<Secret>,
+}
+
+impl Provider {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+    pub fn kind(&self) -> ProviderKind {
+        self.config.kind
+    }
+}
+
+/// One upstream call: what to ask and how.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub request: Arc<MessagesRequest>,
+    pub upstream_model: String,
+    /// The model id the client sent; gateway-built responses report it.
+    pub client_model: String,
+    pub stream: bool,
+    pub anthropic_version: &'static str,
+    /// The client's `anthropic-beta` values, joined with `,`.
+    pub anthropic_beta: Option<String>,
+    /// The client called `/v1/messages?beta=true`.
+    pub beta_query: bool,
+    pub request_id: String,
+}
+
+/// How an upstream failure is handled (gateway.md §7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Connect errors, timeouts, 408, 5xx, 529: retry, then fall back.
+    Transient,
+    /// 429: next candidate at once.
+    RateLimited,
+    /// 401/402/403/404: the deployment is misconfigured; next candidate, no retry.
+    DeploymentFault,
+    /// 400/413/422 and other 4xx: the client's request is at fault; stop.
+    ClientFault,
+}
+
+impl FailureClass {
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            408 | 500..=599 => Self::Transient,
+            429 => Self::RateLimited,
+            401 | 402 | 403 | 404 => Self::DeploymentFault,
+            _ => Self::ClientFault,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::RateLimited => "rate_limited",
+            Self::DeploymentFault => "deployment_fault",
+            Self::ClientFault => "client_fault",
+        }
+    }
+}
+
+/// A failed attempt. `message` is already sanitized: it never holds a secret.
+#[derive(Debug, Clone)]
+pub struct UpstreamError {
+    pub class: FailureClass,
+    pub status: Option<u16>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// The Anthropic `error.type` the upstream reported, if any.
+    pub error_type: Option<String>,
+    /// The failure was a timeout (→ `timeout_error`).
+    pub timeout: bool,
+}
+
+impl UpstreamError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            class: FailureClass::Transient,
+            status: None,
+            message: message.into(),
+            retry_after: None,
+            error_type: None,
+            timeout: false,
+        }
+    }
+
+    pub fn from_status(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            class: FailureClass::from_status(status),
+            status: Some(status),
+            message: message.into(),
+            retry_after: None,
+            error_type: None,
+            timeout: false,
+        }
+    }
+
+    /// The Anthropic error type for an in-band `event: error` frame (gateway.md §7.5).
+    pub fn stream_error_type(&self) -> &str {
+        if let Some(t) = &self.error_type {
+            return t;
+        }
+        if self.timeout {
+            return "timeout_error";
+        }
+        match self.status {
+            Some(529) => "overloaded_error",
+            Some(429) => "rate_limit_error",
+            _ => "api_error",
+        }
+    }
+}
+
+/// A complete non-stream reply, already in Anthropic form.
+#[derive(Debug, Clone)]
+pub struct UpstreamMessage {
+    pub body: Bytes,
+    pub usage: Usage,
+    pub stop_reason: Option<String>,
+}
+
+/// What a provider task reports to its session.
+#[derive(Debug)]
+pub enum ProviderEvent {
+    /// Non-stream: the whole reply.
+    Message(UpstreamMessage),
+    /// Stream: Anthropic events, in order (all complete frames of one upstream read).
+    Frames(Vec<Frame>),
+    /// Stream: the upstream closed cleanly.
+    End,
+    /// The attempt failed, before or after its first event.
+    Failed(UpstreamError),
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Dispatch {
+    pub call: Call,
+    pub sink: mpsc::Sender<ProviderEvent>,
+}
+
+pub struct ProviderActor {
+    provider: Arc<Provider>,
+    client: Option<awc::Client>,
+}
+
+impl ProviderActor {
+    pub fn new(provider: Arc<Provider>, timeouts: &TimeoutsConfig) -> Self {
+        let client = match provider.kind() {
+            ProviderKind::Mock => None,
+            _ => Some(http_client(timeouts)),
+        };
+        Self { provider, client }
+    }
+}
+
+impl Actor for ProviderActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Dispatch> for ProviderActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Dispatch, _ctx: &mut Context<Self>) {
+        let Dispatch { call, sink } = msg;
+        let provider = self.provider.clone();
+        let watch = sink.clone();
+        match (provider.kind(), &self.client) {
+            (ProviderKind::Anthropic, Some(client)) => {
+                spawn_attempt(anthropic::run(client.clone(), provider, call, sink), watch)
+            }
+            (ProviderKind::Mock, _) => spawn_attempt(mock::run(provider, call, sink), watch),
+            (kind, _) => {
+                let err = UpstreamError::transient(format!("provider kind {} is not available", kind.as_str()));
+                let _ = sink.try_send(ProviderEvent::Failed(err));
+            }
+        }
+    }
+}
+
+/// Runs an attempt on this worker until it ends or its session stops listening.
+fn spawn_attempt<F: std::future::Future<Output = ()> + 'static>(attempt: F, watch: mpsc::Sender<ProviderEvent>) {
+    actix_rt::spawn(async move {
+        tokio::select! {
+            _ = attempt => {}
+            _ = watch.closed() => {}
+        }
+    });
+}
+
+/// The per-worker HTTP client: no overall timeout (the session enforces the gateway's own),
+/// unlimited pool, no default headers, rustls with the webpki roots.
+pub fn http_client(timeouts: &TimeoutsConfig) -> awc::Client {
+    let connector = awc::Connector::new()
+        .timeout(timeouts.connect())
+        .handshake_timeout(timeouts.connect())
+        .limit(0)
+        .conn_keep_alive(Duration::from_secs(60))
+        .conn_lifetime(Duration::from_secs(300));
+    awc::Client::builder()
+        .connector(connector)
+        .disable_timeout()
+        .no_default_headers()
+        .finish()
+}
+
+/// Reads a human message out of an upstream error body (Anthropic or OpenAI shape), cut to 1000
+/// chars. Bodies that are not JSON are summarised, not echoed.
+pub fn upstream_error_message(body: &[u8]) -> (String, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Env {
+        error: Option<Inner>,
+        message: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        message: Option<String>,
+    }
+    let parsed = serde_json::from_slice::<Env>(body).ok();
+    let (msg, kind) = match parsed {
+        Some(Env { error: Some(i), .. }) => (i.message.unwrap_or_default(), i.kind),
+        Some(Env { message: Some(m), .. }) => (m, None),
+        _ => (String::new(), None),
+    };
+    let msg = if msg.is_empty() {
+        format!("upstream returned a non-JSON error body ({} bytes)", body.len())
+    } else {
+        msg
+    };
+    (truncate_chars(&msg, 1000), kind)
+}
+
+pub fn truncate_chars(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// `retry-after-ms` (preferred) or `retry-after` seconds from upstream headers.
+pub fn retry_after(headers: &actix_web::http::header::HeaderMap) -> Option<Duration> {
+    let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_millis(ms as u64));
+        }
+    }
+    get("retry-after")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_millis((s * 1000.0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(FailureClass::from_status(529), FailureClass::Transient);
+        assert_eq!(FailureClass::from_status(408), FailureClass::Transient);
+        assert_eq!(FailureClass::from_status(429), FailureClass::RateLimited);
+        assert_eq!(FailureClass::from_status(404), FailureClass::DeploymentFault);
+        assert_eq!(FailureClass::from_status(422), FailureClass::ClientFault);
+        assert_eq!(FailureClass::from_status(400), FailureClass::ClientFault);
+    }
+
+    #[test]
+    fn error_messages() {
+        let (m, k) = upstream_error_message(br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}"#);
+        assert_eq!((m.as_str(), k.as_deref()), ("bad", Some("invalid_request_error")));
+        let (m, _) = upstream_error_message(b"<html>secret page</html>");
+        assert!(!m.contains("secret"));
+        assert_eq!(truncate_chars("h\u{e9}llo", 2), "h\u{e9}");
+    }
+}
