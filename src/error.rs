@@ -50,7 +50,10 @@ pub enum GatewayError {
     RequestTooLarge(String),
     /// 429 from the gateway's own per-key limits.
     #[error("{message}")]
-    RateLimited { message: String, retry_after: Duration },
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     /// 500: a fault of the gateway itself.
     #[error("{0}")]
     Internal(String),
@@ -62,7 +65,10 @@ pub enum GatewayError {
     Timeout(String),
     /// 529: no deployment available.
     #[error("{message}")]
-    Overloaded { message: String, retry_after: Duration },
+    Overloaded {
+        message: String,
+        retry_after: Duration,
+    },
     /// An in-band error whose type came from the upstream (an Anthropic `event: error` frame).
     /// Only ever sent as a frame; as a response it is a 502.
     #[error("{message}")]
@@ -132,7 +138,9 @@ impl GatewayError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } | Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            Self::RateLimited { retry_after, .. } | Self::Overloaded { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -208,7 +216,10 @@ mod tests {
         let v: Value = serde_json::from_slice(&e.envelope("req_x", None)).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "invalid_request_error");
-        assert_eq!(v["error"]["message"], "messages.1.role: must be one of user, assistant");
+        assert_eq!(
+            v["error"]["message"],
+            "messages.1.role: must be one of user, assistant"
+        );
         assert_eq!(v["error"]["details"][1]["param"], "top_k");
         assert_eq!(v["request_id"], "req_x");
         assert_eq!(e.status(), 400);
@@ -217,20 +228,45 @@ mod tests {
     #[test]
     fn status_table() {
         let cases: Vec<(GatewayError, u16, &str)> = vec![
-            (GatewayError::Authentication("x".into()), 401, "authentication_error"),
-            (GatewayError::Permission("x".into()), 403, "permission_error"),
-            (GatewayError::NotFound("x".into()), 404, "not_found_error"),
-            (GatewayError::RequestTooLarge("x".into()), 413, "request_too_large"),
             (
-                GatewayError::RateLimited { message: "x".into(), retry_after: Duration::from_secs(1) },
+                GatewayError::Authentication("x".into()),
+                401,
+                "authentication_error",
+            ),
+            (
+                GatewayError::Permission("x".into()),
+                403,
+                "permission_error",
+            ),
+            (GatewayError::NotFound("x".into()), 404, "not_found_error"),
+            (
+                GatewayError::RequestTooLarge("x".into()),
+                413,
+                "request_too_large",
+            ),
+            (
+                GatewayError::RateLimited {
+                    message: "x".into(),
+                    retry_after: Duration::from_secs(1),
+                },
                 429,
                 "rate_limit_error",
             ),
             (GatewayError::Internal("x".into()), 500, "api_error"),
-            (GatewayError::UpstreamFailed { message: "x".into(), transient: true }, 502, "api_error"),
+            (
+                GatewayError::UpstreamFailed {
+                    message: "x".into(),
+                    transient: true,
+                },
+                502,
+                "api_error",
+            ),
             (GatewayError::Timeout("x".into()), 504, "timeout_error"),
             (
-                GatewayError::Overloaded { message: "x".into(), retry_after: Duration::from_secs(3) },
+                GatewayError::Overloaded {
+                    message: "x".into(),
+                    retry_after: Duration::from_secs(3),
+                },
                 529,
                 "overloaded_error",
             ),
@@ -245,7 +281,11 @@ mod tests {
 
     #[test]
     fn error_frame_is_named() {
-        let f = GatewayError::UpstreamFailed { message: "gone".into(), transient: true }.sse_frame("req_1");
+        let f = GatewayError::UpstreamFailed {
+            message: "gone".into(),
+            transient: true,
+        }
+        .sse_frame("req_1");
         let s = std::str::from_utf8(&f).unwrap();
         assert!(s.starts_with("event: error\ndata: {\"type\":\"error\""));
         assert!(s.ends_with("\n\n"));

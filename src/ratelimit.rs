@@ -19,7 +19,8 @@ use governor::{Quota, RateLimiter};
 use crate::api::auth::ApiKey;
 use crate::error::GatewayError;
 
-type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type KeyedLimiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// Response headers describing a key's limits (`anthropic-ratelimit-*`).
 pub type LimitHeaders = Vec<(&'static str, String)>;
@@ -121,7 +122,10 @@ impl RateLimits {
 fn push_headers(headers: &mut LimitHeaders, limit: u32, remaining: u32, until_full: Duration) {
     let reset = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + until_full);
     headers.push(("anthropic-ratelimit-requests-limit", limit.to_string()));
-    headers.push(("anthropic-ratelimit-requests-remaining", remaining.to_string()));
+    headers.push((
+        "anthropic-ratelimit-requests-remaining",
+        remaining.to_string(),
+    ));
     headers.push((
         "anthropic-ratelimit-requests-reset",
         reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -202,12 +206,21 @@ mod tests {
         let k = key(2, 0);
         let limits = RateLimits::new([&k].into_iter());
         let a = limits.admit(&k).unwrap();
-        assert_eq!(a.headers[1], ("anthropic-ratelimit-requests-remaining", "1".into()));
+        assert_eq!(
+            a.headers[1],
+            ("anthropic-ratelimit-requests-remaining", "1".into())
+        );
         limits.admit(&k).unwrap();
         let r = limits.admit(&k).unwrap_err();
-        assert_eq!(r.error.to_string(), "rate limit exceeded: requests_per_minute");
+        assert_eq!(
+            r.error.to_string(),
+            "rate limit exceeded: requests_per_minute"
+        );
         let after = r.error.retry_after().unwrap();
-        assert!(after > Duration::from_secs(25) && after <= Duration::from_secs(30), "{after:?}");
+        assert!(
+            after > Duration::from_secs(25) && after <= Duration::from_secs(30),
+            "{after:?}"
+        );
     }
 
     #[test]

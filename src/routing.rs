@@ -54,7 +54,10 @@ impl ModelIndex {
                         .position(|p| p.name() == d.provider)
                         .expect("validated: deployment provider exists");
                     Arc::new(Deployment {
-                        name: d.name.clone().unwrap_or_else(|| format!("{}/{}", d.provider, d.model)),
+                        name: d
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| format!("{}/{}", d.provider, d.model)),
                         provider: providers[provider_index].clone(),
                         provider_index,
                         upstream_model: d.model.clone(),
@@ -116,7 +119,10 @@ mod tests {
         let config: ProviderConfig = toml::from_str("name = \"p\"\nkind = \"mock\"").unwrap();
         Arc::new(Deployment {
             name: name.into(),
-            provider: Arc::new(Provider { config, api_key: None }),
+            provider: Arc::new(Provider {
+                config,
+                api_key: None,
+            }),
             provider_index: 0,
             upstream_model: name.into(),
             weight,

@@ -46,11 +46,18 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
             .configure(api::configure)
     })
     .workers(workers)
+    // A client that closes its side has gone away: stop its session (and so its upstream call)
+    // instead of keeping the connection half-open.
+    .h1_allow_half_closed(false)
     .backlog(4096)
     .max_connection_rate(1024)
     .shutdown_timeout(grace)
     .bind(listen)?;
     let addrs = server.addrs();
     let server = server.run();
-    Ok(Gateway { server, addrs, state })
+    Ok(Gateway {
+        server,
+        addrs,
+        state,
+    })
 }

@@ -31,7 +31,9 @@ impl ApiKey {
     }
 
     pub fn has_limits(&self) -> bool {
-        self.limits.requests_per_minute > 0 || self.limits.tokens_per_minute > 0 || self.limits.max_concurrent > 0
+        self.limits.requests_per_minute > 0
+            || self.limits.tokens_per_minute > 0
+            || self.limits.max_concurrent > 0
     }
 }
 
@@ -59,8 +61,12 @@ impl KeyIndex {
                         Some(k.allowed_models.clone())
                     },
                     limits: LimitsConfig {
-                        requests_per_minute: k.requests_per_minute.unwrap_or(defaults.requests_per_minute),
-                        tokens_per_minute: k.tokens_per_minute.unwrap_or(defaults.tokens_per_minute),
+                        requests_per_minute: k
+                            .requests_per_minute
+                            .unwrap_or(defaults.requests_per_minute),
+                        tokens_per_minute: k
+                            .tokens_per_minute
+                            .unwrap_or(defaults.tokens_per_minute),
                         max_concurrent: k.max_concurrent.unwrap_or(defaults.max_concurrent),
                     },
                     allow_debug: k.allow_debug,
@@ -90,7 +96,10 @@ impl KeyIndex {
         if let Some(anon) = &self.anonymous {
             return Ok(anon.clone());
         }
-        let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+        let x_api_key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
         let bearer = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -99,7 +108,11 @@ impl KeyIndex {
                 let (scheme, rest) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
             });
-        let presented: Vec<&str> = [x_api_key, bearer].into_iter().flatten().filter(|k| !k.is_empty()).collect();
+        let presented: Vec<&str> = [x_api_key, bearer]
+            .into_iter()
+            .flatten()
+            .filter(|k| !k.is_empty())
+            .collect();
         if presented.is_empty() {
             return Err(GatewayError::Authentication(
                 "missing API key: send x-api-key or Authorization: Bearer".into(),
@@ -133,7 +146,13 @@ mod tests {
             id = "m"
             deployments = [{ provider = "mock", model = "x" }]
         "#;
-        let env = |v: &str| Some(if v == "K_A" { "sk-a".into() } else { "sk-b".into() });
+        let env = |v: &str| {
+            Some(if v == "K_A" {
+                "sk-a".into()
+            } else {
+                "sk-b".into()
+            })
+        };
         KeyIndex::build(&Config::from_toml_with_env(text, &env).unwrap())
     }
 
@@ -148,9 +167,24 @@ mod tests {
     #[test]
     fn both_header_styles() {
         let i = index();
-        assert_eq!(i.authenticate(&headers(&[("x-api-key", "sk-a")])).unwrap().name, "a");
-        assert_eq!(i.authenticate(&headers(&[("authorization", "Bearer sk-b")])).unwrap().name, "b");
-        assert_eq!(i.authenticate(&headers(&[("authorization", "bearer  sk-b")])).unwrap().name, "b");
+        assert_eq!(
+            i.authenticate(&headers(&[("x-api-key", "sk-a")]))
+                .unwrap()
+                .name,
+            "a"
+        );
+        assert_eq!(
+            i.authenticate(&headers(&[("authorization", "Bearer sk-b")]))
+                .unwrap()
+                .name,
+            "b"
+        );
+        assert_eq!(
+            i.authenticate(&headers(&[("authorization", "bearer  sk-b")]))
+                .unwrap()
+                .name,
+            "b"
+        );
         // Either header may name the key.
         let h = headers(&[("x-api-key", "wrong"), ("authorization", "Bearer sk-a")]);
         assert_eq!(i.authenticate(&h).unwrap().name, "a");
@@ -160,10 +194,17 @@ mod tests {
     fn missing_and_invalid() {
         let i = index();
         let e = i.authenticate(&headers(&[])).unwrap_err();
-        assert_eq!(e.to_string(), "missing API key: send x-api-key or Authorization: Bearer");
-        let e = i.authenticate(&headers(&[("x-api-key", "nope")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "missing API key: send x-api-key or Authorization: Bearer"
+        );
+        let e = i
+            .authenticate(&headers(&[("x-api-key", "nope")]))
+            .unwrap_err();
         assert_eq!(e.to_string(), "invalid API key");
-        let e = i.authenticate(&headers(&[("authorization", "Basic sk-a")])).unwrap_err();
+        let e = i
+            .authenticate(&headers(&[("authorization", "Basic sk-a")]))
+            .unwrap_err();
         assert!(e.to_string().starts_with("missing"));
     }
 

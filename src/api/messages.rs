@@ -49,12 +49,15 @@ pub async fn create_message(
             let mut res = error.to_response(&request_id, None);
             for (k, v) in headers {
                 if let Ok(v) = v.parse() {
-                    res.headers_mut().insert(actix_web::http::header::HeaderName::from_static(k), v);
+                    res.headers_mut()
+                        .insert(actix_web::http::header::HeaderName::from_static(k), v);
                 }
             }
             res
         }
-        (_, Ok(SessionHead::Stream { .. })) => unreachable!("a stream head always comes with its guard"),
+        (_, Ok(SessionHead::Stream { .. })) => {
+            unreachable!("a stream head always comes with its guard")
+        }
         (_, Err(e)) => e.to_response(&request_id, None),
     }
 }
@@ -93,9 +96,12 @@ async fn admit(
     let model = state
         .models
         .resolve(&request.model)
-        .ok_or_else(|| GatewayError::NotFound(format!("model: unknown model \"{}\"", request.model)))?
+        .ok_or_else(|| {
+            GatewayError::NotFound(format!("model: unknown model \"{}\"", request.model))
+        })?
         .clone();
-    let names = std::iter::once(model.config.id.as_str()).chain(model.config.aliases.iter().map(String::as_str));
+    let names = std::iter::once(model.config.id.as_str())
+        .chain(model.config.aliases.iter().map(String::as_str));
     if !key.may_use(names) {
         return Err(GatewayError::Permission(format!(
             "model: this API key may not use model \"{}\"",
@@ -136,7 +142,8 @@ fn too_large(limit: usize) -> GatewayError {
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesMut, GatewayError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| GatewayError::invalid(format!("could not read the request body: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| GatewayError::invalid(format!("could not read the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large(limit));
         }
@@ -157,8 +164,9 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 /// messages-api.md §2.2: missing → the configured default; unknown → 400.
 fn anthropic_version(headers: &HeaderMap, default: &str) -> Result<ApiVersion, GatewayError> {
     let value = header_str(headers, "anthropic-version").unwrap_or_else(|| default.to_string());
-    ApiVersion::parse(&value)
-        .ok_or_else(|| GatewayError::invalid(format!("anthropic-version: unsupported value \"{value}\"")))
+    ApiVersion::parse(&value).ok_or_else(|| {
+        GatewayError::invalid(format!("anthropic-version: unsupported value \"{value}\""))
+    })
 }
 
 /// gateway.md §3: trimmed, case-insensitive.
@@ -166,11 +174,17 @@ fn strictness(headers: &HeaderMap, default: Strictness) -> Result<Strictness, Ga
     let Some(raw) = headers.get("x-aistats-strictness") else {
         return Ok(default);
     };
-    match raw.to_str().map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+    match raw
+        .to_str()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         Ok("off") => Ok(Strictness::Off),
         Ok("warn") => Ok(Strictness::Warn),
         Ok("error") => Ok(Strictness::Error),
-        _ => Err(GatewayError::invalid("X-AIStats-Strictness: must be one of off, warn, error")),
+        _ => Err(GatewayError::invalid(
+            "X-AIStats-Strictness: must be one of off, warn, error",
+        )),
     }
 }
 

@@ -6,13 +6,17 @@ use super::request_id;
 use crate::error::GatewayError;
 
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#)
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"ok"}"#)
 }
 
 /// Ready once the config is loaded and the listeners are up, which is true whenever this runs.
 /// Upstream health never affects readiness.
 pub async fn readyz() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ready"}"#)
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"status":"ready"}"#)
 }
 
 pub async fn not_found(req: HttpRequest) -> HttpResponse {

@@ -159,10 +159,15 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, String::new()))?;
+        let de =
+            toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, String::new()))?;
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            toml_error(text, e.inner(), if path == "." { String::new() } else { path })
+            toml_error(
+                text,
+                e.inner(),
+                if path == "." { String::new() } else { path },
+            )
         })?;
         config.validate(env)?;
         Ok(config)
@@ -180,12 +185,14 @@ impl Config {
             }
         };
 
-        self.server
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|_| ConfigError::new("server.listen", "must be an address like 127.0.0.1:8080"))?;
+        self.server.listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new("server.listen", "must be an address like 127.0.0.1:8080")
+        })?;
         if self.server.max_body_bytes == 0 {
-            return Err(ConfigError::new("server.max_body_bytes", "must be at least 1"));
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be at least 1",
+            ));
         }
         if !SUPPORTED_ANTHROPIC_VERSIONS.contains(&self.defaults.anthropic_version.as_str()) {
             return Err(ConfigError::new(
@@ -199,10 +206,16 @@ impl Config {
         for (i, p) in self.providers.iter_mut().enumerate() {
             let at = |k: &str| format!("providers[{i}].{k}");
             if !valid_name(&p.name) {
-                return Err(ConfigError::new(at("name"), "must be 1..64 chars of [A-Za-z0-9_.-]"));
+                return Err(ConfigError::new(
+                    at("name"),
+                    "must be 1..64 chars of [A-Za-z0-9_.-]",
+                ));
             }
             if !provider_names.insert(p.name.clone()) {
-                return Err(ConfigError::new(at("name"), format!("duplicate provider \"{}\"", p.name)));
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("duplicate provider \"{}\"", p.name),
+                ));
             }
             match p.kind {
                 ProviderKind::Anthropic | ProviderKind::Openai => {
@@ -212,7 +225,10 @@ impl Config {
                     };
                     let url = p.base_url.get_or_insert_with(|| default.to_string());
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(ConfigError::new(at("base_url"), "must start with http:// or https://"));
+                        return Err(ConfigError::new(
+                            at("base_url"),
+                            "must start with http:// or https://",
+                        ));
                     }
                     while url.ends_with('/') {
                         url.pop();
@@ -220,7 +236,10 @@ impl Config {
                 }
                 ProviderKind::Mock => {
                     if p.base_url.is_some() {
-                        return Err(ConfigError::new(at("base_url"), "the mock provider has no upstream"));
+                        return Err(ConfigError::new(
+                            at("base_url"),
+                            "the mock provider has no upstream",
+                        ));
                     }
                     if p.chunk_chars == 0 {
                         return Err(ConfigError::new(at("chunk_chars"), "must be at least 1"));
@@ -228,7 +247,10 @@ impl Config {
                 }
             }
             if p.kind != ProviderKind::Mock
-                && (p.reply.is_some() || p.tool_mode != MockToolMode::None || p.ttft_ms != 0 || p.chunk_delay_ms != 0)
+                && (p.reply.is_some()
+                    || p.tool_mode != MockToolMode::None
+                    || p.ttft_ms != 0
+                    || p.chunk_delay_ms != 0)
             {
                 return Err(ConfigError::new(
                     at("kind"),
@@ -248,20 +270,35 @@ impl Config {
                 }
             }
             if p.kind != ProviderKind::Anthropic && !p.native_tools.is_empty() {
-                return Err(ConfigError::new(at("native_tools"), "only anthropic providers run native tools"));
+                return Err(ConfigError::new(
+                    at("native_tools"),
+                    "only anthropic providers run native tools",
+                ));
             }
             for name in p.headers.keys() {
                 let lower = name.to_ascii_lowercase();
                 if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(ConfigError::new(format!("providers[{i}].headers.{name}"), "not a valid header name"));
+                    return Err(ConfigError::new(
+                        format!("providers[{i}].headers.{name}"),
+                        "not a valid header name",
+                    ));
                 }
-                if matches!(lower.as_str(), "host" | "content-length" | "content-type" | "transfer-encoding") {
-                    return Err(ConfigError::new(format!("providers[{i}].headers.{name}"), "is set by the gateway"));
+                if matches!(
+                    lower.as_str(),
+                    "host" | "content-length" | "content-type" | "transfer-encoding"
+                ) {
+                    return Err(ConfigError::new(
+                        format!("providers[{i}].headers.{name}"),
+                        "is set by the gateway",
+                    ));
                 }
             }
             if let Some(r) = &p.capabilities.reasoning {
                 if r != "effort" && r != "none" {
-                    return Err(ConfigError::new(at("capabilities.reasoning"), "must be \"effort\" or \"none\""));
+                    return Err(ConfigError::new(
+                        at("capabilities.reasoning"),
+                        "must be \"effort\" or \"none\"",
+                    ));
                 }
             }
             if let Some(f) = &p.capabilities.max_tokens_field {
@@ -277,11 +314,17 @@ impl Config {
         // Models and aliases share one namespace.
         let mut model_names = HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
-            for (k, name) in std::iter::once(("id".to_string(), &m.id))
-                .chain(m.aliases.iter().enumerate().map(|(j, a)| (format!("aliases[{j}]"), a)))
-            {
+            for (k, name) in std::iter::once(("id".to_string(), &m.id)).chain(
+                m.aliases
+                    .iter()
+                    .enumerate()
+                    .map(|(j, a)| (format!("aliases[{j}]"), a)),
+            ) {
                 if name.is_empty() || name.len() > 256 {
-                    return Err(ConfigError::new(format!("models[{i}].{k}"), "must be 1..256 chars"));
+                    return Err(ConfigError::new(
+                        format!("models[{i}].{k}"),
+                        "must be 1..256 chars",
+                    ));
                 }
                 if !model_names.insert(name.clone()) {
                     return Err(ConfigError::new(
@@ -291,17 +334,26 @@ impl Config {
                 }
             }
             if m.deployments.is_empty() {
-                return Err(ConfigError::new(format!("models[{i}].deployments"), "must list at least one deployment"));
+                return Err(ConfigError::new(
+                    format!("models[{i}].deployments"),
+                    "must list at least one deployment",
+                ));
             }
             if let Some(c) = &m.created_at {
                 if chrono::DateTime::parse_from_rfc3339(c).is_err() {
-                    return Err(ConfigError::new(format!("models[{i}].created_at"), "must be an RFC 3339 timestamp"));
+                    return Err(ConfigError::new(
+                        format!("models[{i}].created_at"),
+                        "must be an RFC 3339 timestamp",
+                    ));
                 }
             }
             for (j, d) in m.deployments.iter().enumerate() {
                 let at = |k: &str| format!("models[{i}].deployments[{j}].{k}");
                 if !provider_names.contains(&d.provider) {
-                    return Err(ConfigError::new(at("provider"), format!("unknown provider \"{}\"", d.provider)));
+                    return Err(ConfigError::new(
+                        at("provider"),
+                        format!("unknown provider \"{}\"", d.provider),
+                    ));
                 }
                 if d.model.is_empty() {
                     return Err(ConfigError::new(at("model"), "must not be empty"));
@@ -326,10 +378,16 @@ impl Config {
         for (i, k) in self.auth.keys.iter().enumerate() {
             let at = |f: &str| format!("auth.keys[{i}].{f}");
             if !valid_name(&k.name) {
-                return Err(ConfigError::new(at("name"), "must be 1..64 chars of [A-Za-z0-9_.-]"));
+                return Err(ConfigError::new(
+                    at("name"),
+                    "must be 1..64 chars of [A-Za-z0-9_.-]",
+                ));
             }
             if !key_names.insert(k.name.clone()) {
-                return Err(ConfigError::new(at("name"), format!("duplicate key name \"{}\"", k.name)));
+                return Err(ConfigError::new(
+                    at("name"),
+                    format!("duplicate key name \"{}\"", k.name),
+                ));
             }
             let hash = match (&k.secret_env, &k.secret_sha256) {
                 (Some(var), None) => {
@@ -339,7 +397,10 @@ impl Config {
                 (None, Some(hex_hash)) => {
                     let mut out = [0u8; 32];
                     hex::decode_to_slice(hex_hash.trim(), &mut out).map_err(|_| {
-                        ConfigError::new(at("secret_sha256"), "must be 64 hex characters (a SHA-256 digest)")
+                        ConfigError::new(
+                            at("secret_sha256"),
+                            "must be 64 hex characters (a SHA-256 digest)",
+                        )
                     })?;
                     out
                 }
@@ -351,7 +412,10 @@ impl Config {
                 }
             };
             if !hashes.insert(hash) {
-                return Err(ConfigError::new(at("name"), "two keys have the same secret"));
+                return Err(ConfigError::new(
+                    at("name"),
+                    "two keys have the same secret",
+                ));
             }
             self.secrets.key_hashes.push(hash);
             for (j, m) in k.allowed_models.iter().enumerate() {
@@ -381,7 +445,10 @@ impl Config {
             return Err(ConfigError::new("retry.max_attempts", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.circuit_breaker.failure_ratio) {
-            return Err(ConfigError::new("circuit_breaker.failure_ratio", "must be within 0..1"));
+            return Err(ConfigError::new(
+                "circuit_breaker.failure_ratio",
+                "must be within 0..1",
+            ));
         }
 
         // Tools.
@@ -389,20 +456,38 @@ impl Config {
             return Err(ConfigError::new("tools.max_rounds", "must be at least 1"));
         }
         if self.tools.max_concurrency == 0 {
-            return Err(ConfigError::new("tools.max_concurrency", "must be at least 1"));
+            return Err(ConfigError::new(
+                "tools.max_concurrency",
+                "must be at least 1",
+            ));
         }
-        if self.tools.datetime.default_timezone.parse::<chrono_tz::Tz>().is_err() {
-            return Err(ConfigError::new("tools.datetime.default_timezone", "unknown IANA time zone"));
+        if self
+            .tools
+            .datetime
+            .default_timezone
+            .parse::<chrono_tz::Tz>()
+            .is_err()
+        {
+            return Err(ConfigError::new(
+                "tools.datetime.default_timezone",
+                "unknown IANA time zone",
+            ));
         }
         let ws = &mut self.tools.web_search;
         for (name, engine) in &ws.engines {
             let at = |k: &str| format!("tools.web_search.engines.{name}.{k}");
             if engine.kind == SearchEngineKind::Searxng && engine.base_url.is_none() {
-                return Err(ConfigError::new(at("base_url"), "searxng needs the instance's base_url"));
+                return Err(ConfigError::new(
+                    at("base_url"),
+                    "searxng needs the instance's base_url",
+                ));
             }
             if let Some(url) = &engine.base_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError::new(at("base_url"), "must start with http:// or https://"));
+                    return Err(ConfigError::new(
+                        at("base_url"),
+                        "must start with http:// or https://",
+                    ));
                 }
             }
             match (&engine.api_key_env, engine.kind) {
@@ -411,7 +496,12 @@ impl Config {
                     self.secrets.engine_keys.insert(name.clone(), secret);
                 }
                 (None, SearchEngineKind::Searxng) => {}
-                (None, _) => return Err(ConfigError::new(at("api_key_env"), "this engine needs an API key")),
+                (None, _) => {
+                    return Err(ConfigError::new(
+                        at("api_key_env"),
+                        "this engine needs an API key",
+                    ))
+                }
             }
         }
         match &ws.default_engine {
@@ -426,7 +516,10 @@ impl Config {
         }
         if let Some(m) = &self.tools.advisor.default_model {
             if !model_names.contains(m) {
-                return Err(ConfigError::new("tools.advisor.default_model", format!("unknown model \"{m}\"")));
+                return Err(ConfigError::new(
+                    "tools.advisor.default_model",
+                    format!("unknown model \"{m}\""),
+                ));
             }
         }
         let ig = &self.tools.image_generation;
@@ -447,21 +540,31 @@ impl Config {
                 }
             }
             if ig.model.is_none() {
-                return Err(ConfigError::new("tools.image_generation.model", "required with a provider"));
+                return Err(ConfigError::new(
+                    "tools.image_generation.model",
+                    "required with a provider",
+                ));
             }
         }
 
         // Observability.
         if let Some(addr) = &self.observability.metrics_listen {
             addr.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new("observability.metrics_listen", "must be an address like 127.0.0.1:9090")
+                ConfigError::new(
+                    "observability.metrics_listen",
+                    "must be an address like 127.0.0.1:9090",
+                )
             })?;
         }
         if tracing_subscriber::EnvFilter::try_new(&self.observability.log_level).is_err() {
-            return Err(ConfigError::new("observability.log_level", "not a valid level or filter"));
+            return Err(ConfigError::new(
+                "observability.log_level",
+                "not a valid level or filter",
+            ));
         }
         let rl = &self.request_log;
-        if rl.enabled && (rl.batch_size == 0 || rl.queue_capacity == 0 || rl.flush_interval_ms == 0) {
+        if rl.enabled && (rl.batch_size == 0 || rl.queue_capacity == 0 || rl.flush_interval_ms == 0)
+        {
             return Err(ConfigError::new(
                 "request_log",
                 "batch_size, queue_capacity and flush_interval_ms must be at least 1",
@@ -478,7 +581,9 @@ impl Config {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Turns a toml error into "path: reason (line N)".
@@ -579,7 +684,8 @@ mod tests {
 
     #[test]
     fn shipped_config_is_valid() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
         Config::from_toml_with_env(&text, &no_env).unwrap();
     }
 }

@@ -258,7 +258,10 @@ impl Frame {
 
     /// The wire bytes: `event: <name>\ndata: <json>\n\n`.
     pub fn encode(&self) -> Bytes {
-        encode_frame(std::str::from_utf8(&self.name).unwrap_or("message"), &self.data)
+        encode_frame(
+            std::str::from_utf8(&self.name).unwrap_or("message"),
+            &self.data,
+        )
     }
 }
 
@@ -426,7 +429,10 @@ pub mod events {
     }
 
     pub fn message_stop() -> Frame {
-        Frame::new(EventKind::MessageStop, b"{\"type\":\"message_stop\"}".to_vec())
+        Frame::new(
+            EventKind::MessageStop,
+            b"{\"type\":\"message_stop\"}".to_vec(),
+        )
     }
 
     pub fn ping() -> Frame {
@@ -480,13 +486,23 @@ mod tests {
     #[test]
     fn deltas_carry_only_their_field() {
         let v = json(&delta(2, DeltaType::InputJson, "{\"a"));
-        assert_eq!(v, serde_json::json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"a"}}));
-        assert_eq!(json(&block_stop(7)), serde_json::json!({"type":"content_block_stop","index":7}));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"a"}})
+        );
+        assert_eq!(
+            json(&block_stop(7)),
+            serde_json::json!({"type":"content_block_stop","index":7})
+        );
     }
 
     #[test]
     fn message_delta_has_all_counters() {
-        let u = Usage { input_tokens: 3, output_tokens: 4, ..Default::default() };
+        let u = Usage {
+            input_tokens: 3,
+            output_tokens: 4,
+            ..Default::default()
+        };
         let v = json(&message_delta("end_turn", None, &u, None, None));
         assert_eq!(
             v,
@@ -497,7 +513,8 @@ mod tests {
 
     #[test]
     fn usage_reads_null_as_zero_and_overlays() {
-        let u: Usage = serde_json::from_str(r#"{"input_tokens":5,"cache_read_input_tokens":null}"#).unwrap();
+        let u: Usage =
+            serde_json::from_str(r#"{"input_tokens":5,"cache_read_input_tokens":null}"#).unwrap();
         assert_eq!(u.input_tokens, 5);
         assert_eq!(u.cache_read_input_tokens, 0);
         let mut base = u;

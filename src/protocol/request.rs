@@ -104,7 +104,11 @@ impl MessagesRequest {
     /// The body for an Anthropic upstream: every field but the gateway extensions and `skip`, in
     /// arrival order and with original bytes, `model` rewritten to the upstream id.
     pub fn anthropic_body(&self, upstream_model: &str, skip: &[&str]) -> Vec<u8> {
-        let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let size: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
         let mut out = Vec::with_capacity(size + upstream_model.len() + 16);
         out.push(b'{');
         let mut first = true;
@@ -184,7 +188,13 @@ mod tests {
     fn non_objects_are_refused() {
         assert!(parse_fields(b"").unwrap_err().0.contains("empty"));
         assert!(parse_fields(b"[1]").unwrap_err().0.contains("JSON object"));
-        assert!(parse_fields(b"{\"a\":").unwrap_err().0.starts_with("invalid JSON"));
-        assert!(parse_fields(b"nope").unwrap_err().0.starts_with("invalid JSON"));
+        assert!(parse_fields(b"{\"a\":")
+            .unwrap_err()
+            .0
+            .starts_with("invalid JSON"));
+        assert!(parse_fields(b"nope")
+            .unwrap_err()
+            .0
+            .starts_with("invalid JSON"));
     }
 }

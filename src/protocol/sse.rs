@@ -54,10 +54,7 @@ impl SseParser {
             return Ok(());
         }
         self.buf.extend_from_slice(chunk);
-        loop {
-            let Some(pos) = memchr::memchr2(b'\n', b'\r', &self.buf) else {
-                break;
-            };
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', &self.buf) {
             let line = self.buf.split_to(pos).freeze();
             let term = self.buf[0];
             self.buf.advance(1);
@@ -95,7 +92,11 @@ impl SseParser {
         }
         let (field, value) = match memchr::memchr(b':', &line) {
             Some(i) => {
-                let v = if line.get(i + 1) == Some(&b' ') { i + 2 } else { i + 1 };
+                let v = if line.get(i + 1) == Some(&b' ') {
+                    i + 2
+                } else {
+                    i + 1
+                };
                 (line.slice(..i), line.slice(v..))
             }
             None => (line.clone(), Bytes::new()),
@@ -159,7 +160,12 @@ mod tests {
         }
         p.finish(&mut out);
         out.iter()
-            .map(|e| (e.name().to_string(), String::from_utf8(e.data.to_vec()).unwrap()))
+            .map(|e| {
+                (
+                    e.name().to_string(),
+                    String::from_utf8(e.data.to_vec()).unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -195,16 +201,25 @@ mod tests {
     #[test]
     fn event_without_data_is_not_dispatched() {
         assert!(parse_all(&[b"event: x\n\n"]).is_empty());
-        assert_eq!(parse_all(&[b"event: x\n\ndata: 1\n\n"]), vec![("".into(), "1".into())]);
+        assert_eq!(
+            parse_all(&[b"event: x\n\ndata: 1\n\n"]),
+            vec![("".into(), "1".into())]
+        );
     }
 
     #[test]
     fn trailing_event_without_blank_line_is_kept_at_eof() {
-        assert_eq!(parse_all(&[b"data: [DONE]"]), vec![("".into(), "[DONE]".into())]);
+        assert_eq!(
+            parse_all(&[b"data: [DONE]"]),
+            vec![("".into(), "[DONE]".into())]
+        );
     }
 
     #[test]
     fn encode() {
-        assert_eq!(&encode_frame("ping", b"{\"type\":\"ping\"}")[..], b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        assert_eq!(
+            &encode_frame("ping", b"{\"type\":\"ping\"}")[..],
+            b"event: ping\ndata: {\"type\":\"ping\"}\n\n"
+        );
     }
 }

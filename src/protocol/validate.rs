@@ -41,8 +41,13 @@ impl Checker {
 }
 
 /// Validates a parsed body; on success the request's typed views are filled in.
-pub fn validate(fields: RawFields, version: ApiVersion) -> Result<MessagesRequest, Vec<ErrorDetail>> {
-    let mut c = Checker { details: Vec::new() };
+pub fn validate(
+    fields: RawFields,
+    version: ApiVersion,
+) -> Result<MessagesRequest, Vec<ErrorDetail>> {
+    let mut c = Checker {
+        details: Vec::new(),
+    };
     let parse = |c: &mut Checker, key: &str| -> Option<Value> {
         let raw = fields.get(key)?;
         match serde_json::from_str::<Value>(raw.get()) {
@@ -150,7 +155,9 @@ pub fn validate(fields: RawFields, version: ApiVersion) -> Result<MessagesReques
 
     let unknown_fields = fields
         .keys()
-        .filter(|k| !ANTHROPIC_FIELDS.contains(&k.as_str()) && !EXTENSION_FIELDS.contains(&k.as_str()))
+        .filter(|k| {
+            !ANTHROPIC_FIELDS.contains(&k.as_str()) && !EXTENSION_FIELDS.contains(&k.as_str())
+        })
         .cloned()
         .collect();
 
@@ -177,7 +184,10 @@ fn check_message(c: &mut Checker, i: usize, m: &Value) {
     };
     match obj.get("role").and_then(Value::as_str) {
         Some("user" | "assistant" | "system") => {}
-        _ => c.fail(format!("messages.{i}.role"), "must be one of user, assistant, system"),
+        _ => c.fail(
+            format!("messages.{i}.role"),
+            "must be one of user, assistant, system",
+        ),
     }
     match obj.get("content") {
         Some(Value::String(_)) => {}
@@ -188,7 +198,10 @@ fn check_message(c: &mut Checker, i: usize, m: &Value) {
                 }
             }
         }
-        Some(_) => c.fail(format!("messages.{i}.content"), "must be a string or an array of content blocks"),
+        Some(_) => c.fail(
+            format!("messages.{i}.content"),
+            "must be a string or an array of content blocks",
+        ),
         None => c.fail(format!("messages.{i}.content"), "field required"),
     }
 }
@@ -199,12 +212,17 @@ mod tests {
     use crate::protocol::request::parse_fields;
 
     fn check(body: &str) -> Result<MessagesRequest, Vec<ErrorDetail>> {
-        validate(parse_fields(body.as_bytes()).unwrap(), ApiVersion::V2023_06_01)
+        validate(
+            parse_fields(body.as_bytes()).unwrap(),
+            ApiVersion::V2023_06_01,
+        )
     }
 
     #[test]
     fn minimal_request_passes() {
-        let r = check(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let r =
+            check(r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#)
+                .unwrap();
         assert_eq!(r.model, "m");
         assert_eq!(r.max_tokens, 5);
         assert!(!r.stream);

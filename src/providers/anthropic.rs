@@ -9,7 +9,10 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{retry_after, upstream_error_message, Call, Provider, ProviderEvent, UpstreamError, UpstreamMessage};
+use super::{
+    retry_after, upstream_error_message, Call, Provider, ProviderEvent, UpstreamError,
+    UpstreamMessage,
+};
 use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary};
 use crate::protocol::sse::{SseEvent, SseParser};
 
@@ -17,12 +20,19 @@ use crate::protocol::sse::{SseEvent, SseParser};
 const MAX_BODY: usize = 64 * 1024 * 1024;
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
-pub async fn run(client: awc::Client, provider: Arc<Provider>, call: Call, sink: mpsc::Sender<ProviderEvent>) {
+pub async fn run(
+    client: awc::Client,
+    provider: Arc<Provider>,
+    call: Call,
+    sink: mpsc::Sender<ProviderEvent>,
+) {
     let event = match send(&client, &provider, &call).await {
         Ok(res) if call.stream => return pump(res, sink).await,
         Ok(mut res) => match res.body().limit(MAX_BODY).await {
             Ok(body) => read_message(body),
-            Err(e) => ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}"))),
+            Err(e) => {
+                ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}")))
+            }
         },
         Err(e) => ProviderEvent::Failed(e),
     };
@@ -32,7 +42,11 @@ pub async fn run(client: awc::Client, provider: Arc<Provider>, call: Call, sink:
 type Response = awc::ClientResponse;
 
 /// Sends the request; any non-2xx answer (or a stream answered without SSE) is an error.
-async fn send(client: &awc::Client, provider: &Provider, call: &Call) -> Result<Response, UpstreamError> {
+async fn send(
+    client: &awc::Client,
+    provider: &Provider,
+    call: &Call,
+) -> Result<Response, UpstreamError> {
     let base = provider.config.base_url.as_deref().unwrap_or_default();
     let url = if call.beta_query {
         format!("{base}/v1/messages?beta=true")
@@ -98,7 +112,9 @@ fn read_message(body: Bytes) -> ProviderEvent {
             usage: summary.usage,
             stop_reason: summary.stop_reason,
         }),
-        Err(_) => ProviderEvent::Failed(UpstreamError::transient("upstream returned an invalid JSON message")),
+        Err(_) => ProviderEvent::Failed(UpstreamError::transient(
+            "upstream returned an invalid JSON message",
+        )),
     }
 }
 
@@ -194,6 +210,10 @@ mod tests {
         .unwrap();
         assert_eq!(&f.data[..], b"{\"type\":\"message_stop\"}");
         assert_eq!(f.kind, EventKind::MessageStop);
-        assert!(to_frame(SseEvent { event: None, data: Bytes::from_static(b"not json") }).is_none());
+        assert!(to_frame(SseEvent {
+            event: None,
+            data: Bytes::from_static(b"not json")
+        })
+        .is_none());
     }
 }

@@ -38,14 +38,27 @@ pub fn plan(config: &ProviderConfig, req: &MessagesRequest) -> MockPlan {
         .and_then(|m| m.get("content"))
         .and_then(Value::as_array)
         .is_some_and(|blocks| blocks.iter().any(|b| block_type(b) == Some("tool_result")));
-    let tool = req.tools.iter().find(|t| t.get("name").and_then(Value::as_str).is_some());
+    let tool = req
+        .tools
+        .iter()
+        .find(|t| t.get("name").and_then(Value::as_str).is_some());
 
     let (mut text, tool_call) = match (config.tool_mode, tool) {
         (MockToolMode::Auto, Some(tool)) if !last_has_results => {
             let name = tool["name"].as_str().unwrap_or_default().to_string();
-            (None, Some((ids::tool_use_id(), name, fill_required(tool.get("input_schema")))))
+            (
+                None,
+                Some((
+                    ids::tool_use_id(),
+                    name,
+                    fill_required(tool.get("input_schema")),
+                )),
+            )
         }
-        _ if last_has_results => (Some(format!("mock received: {}", first_tool_result(req))), None),
+        _ if last_has_results => (
+            Some(format!("mock received: {}", first_tool_result(req))),
+            None,
+        ),
         _ => (
             Some(config.reply.clone().unwrap_or_else(|| {
                 format!("mock reply: {}", take_chars(&req.last_user_text(), 200))
@@ -54,7 +67,11 @@ pub fn plan(config: &ProviderConfig, req: &MessagesRequest) -> MockPlan {
         ),
     };
 
-    let mut stop_reason = if tool_call.is_some() { "tool_use" } else { "end_turn" };
+    let mut stop_reason = if tool_call.is_some() {
+        "tool_use"
+    } else {
+        "end_turn"
+    };
     let cap = (req.max_tokens as usize).saturating_mul(4);
     if let Some(t) = &mut text {
         if t.chars().count() > cap {
@@ -63,7 +80,9 @@ pub fn plan(config: &ProviderConfig, req: &MessagesRequest) -> MockPlan {
         }
     }
     let out_chars = text.as_deref().map_or(0, |t| t.chars().count())
-        + tool_call.as_ref().map_or(0, |(_, _, input)| input.to_string().chars().count());
+        + tool_call
+            .as_ref()
+            .map_or(0, |(_, _, input)| input.to_string().chars().count());
     MockPlan {
         text: text.filter(|t| !t.is_empty()),
         tool_call,
@@ -97,7 +116,10 @@ impl MockPlan {
         let mut pieces = vec![vec![events::message_start(id, model, &start_usage)]];
         let mut index = 0;
         if let Some(text) = &self.text {
-            pieces.push(vec![events::block_start(index, &json!({"type": "text", "text": ""}))]);
+            pieces.push(vec![events::block_start(
+                index,
+                &json!({"type": "text", "text": ""}),
+            )]);
             for chunk in split_chars(text, chunk_chars) {
                 pieces.push(vec![events::delta(index, DeltaType::Text, &chunk)]);
             }
@@ -126,7 +148,10 @@ impl MockPlan {
 pub async fn run(provider: Arc<Provider>, call: Call, sink: mpsc::Sender<ProviderEvent>) {
     let cfg = &provider.config;
     let model = call.upstream_model.as_str();
-    if let Some(status) = model.strip_prefix("error-").and_then(|s| s.parse::<u16>().ok()) {
+    if let Some(status) = model
+        .strip_prefix("error-")
+        .and_then(|s| s.parse::<u16>().ok())
+    {
         let mut err = UpstreamError::from_status(status, format!("mock upstream failure {status}"));
         if status == 429 {
             err.retry_after = Some(Duration::from_secs(1));
@@ -195,10 +220,19 @@ fn fill_required(schema: Option<&Value>) -> Value {
         return Value::Object(input);
     };
     let props = schema.get("properties");
-    for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+    for name in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let Some(name) = name.as_str() else { continue };
         let prop = props.and_then(|p| p.get(name));
-        let value = match prop.and_then(|p| p.get("enum")).and_then(Value::as_array).and_then(|e| e.first()) {
+        let value = match prop
+            .and_then(|p| p.get("enum"))
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+        {
             Some(first) => first.clone(),
             None => match prop.and_then(|p| p.get("type")).and_then(Value::as_str) {
                 Some("string") => json!("mock"),
@@ -215,8 +249,16 @@ fn fill_required(schema: Option<&Value>) -> Value {
 }
 
 fn first_tool_result(req: &MessagesRequest) -> String {
-    let blocks = req.messages.last().and_then(|m| m.get("content")).and_then(Value::as_array);
-    let Some(result) = blocks.into_iter().flatten().find(|b| block_type(b) == Some("tool_result")) else {
+    let blocks = req
+        .messages
+        .last()
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array);
+    let Some(result) = blocks
+        .into_iter()
+        .flatten()
+        .find(|b| block_type(b) == Some("tool_result"))
+    else {
         return String::new();
     };
     take_chars(&content_text(result.get("content")), 200)
@@ -244,8 +286,13 @@ fn request_chars(req: &MessagesRequest) -> usize {
             Some(Value::Array(blocks)) => {
                 for b in blocks {
                     n += match block_type(b) {
-                        Some("text") => b.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count()),
-                        Some("tool_use") => b.get("input").map_or(0, |i| i.to_string().chars().count()),
+                        Some("text") => b
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .map_or(0, |t| t.chars().count()),
+                        Some("tool_use") => {
+                            b.get("input").map_or(0, |i| i.to_string().chars().count())
+                        }
                         Some("tool_result") => content_text(b.get("content")).chars().count(),
                         _ => 0,
                     }
@@ -314,12 +361,18 @@ mod tests {
     }
 
     fn req(body: Value) -> MessagesRequest {
-        validate(parse_fields(body.to_string().as_bytes()).unwrap(), ApiVersion::V2023_06_01).unwrap()
+        validate(
+            parse_fields(body.to_string().as_bytes()).unwrap(),
+            ApiVersion::V2023_06_01,
+        )
+        .unwrap()
     }
 
     #[test]
     fn echoes_the_last_user_text() {
-        let r = req(json!({"model":"x","max_tokens":100,"messages":[{"role":"user","content":"Hello there"}]}));
+        let r = req(
+            json!({"model":"x","max_tokens":100,"messages":[{"role":"user","content":"Hello there"}]}),
+        );
         let p = plan(&cfg(MockToolMode::None), &r);
         assert_eq!(p.text.as_deref(), Some("mock reply: Hello there"));
         assert_eq!(p.stop_reason, "end_turn");
@@ -329,7 +382,9 @@ mod tests {
 
     #[test]
     fn cuts_at_max_tokens() {
-        let r = req(json!({"model":"x","max_tokens":2,"messages":[{"role":"user","content":"Hello there"}]}));
+        let r = req(
+            json!({"model":"x","max_tokens":2,"messages":[{"role":"user","content":"Hello there"}]}),
+        );
         let p = plan(&cfg(MockToolMode::None), &r);
         assert_eq!(p.text.as_deref(), Some("mock rep"));
         assert_eq!(p.stop_reason, "max_tokens");
@@ -340,7 +395,9 @@ mod tests {
         let tools = json!([{"name":"get_weather","input_schema":{"type":"object","properties":{
             "city":{"type":"string"},"days":{"type":"integer"},"unit":{"type":"string","enum":["c","f"]},"x":{"type":"boolean"}},
             "required":["city","days","unit","x"]}}]);
-        let r = req(json!({"model":"x","max_tokens":100,"tools":tools,"messages":[{"role":"user","content":"hi"}]}));
+        let r = req(
+            json!({"model":"x","max_tokens":100,"tools":tools,"messages":[{"role":"user","content":"hi"}]}),
+        );
         let p = plan(&cfg(MockToolMode::Auto), &r);
         let (id, name, input) = p.tool_call.clone().unwrap();
         assert!(id.starts_with("toolu_"));
@@ -349,10 +406,12 @@ mod tests {
         assert_eq!(p.stop_reason, "tool_use");
         assert!(p.text.is_none());
 
-        let r = req(json!({"model":"x","max_tokens":100,"tools":tools,"messages":[
+        let r = req(
+            json!({"model":"x","max_tokens":100,"tools":tools,"messages":[
             {"role":"user","content":"hi"},
             {"role":"assistant","content":[{"type":"tool_use","id":id,"name":"get_weather","input":input}]},
-            {"role":"user","content":[{"type":"tool_result","tool_use_id":id,"content":"sunny"}]}]}));
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":id,"content":"sunny"}]}]}),
+        );
         let p = plan(&cfg(MockToolMode::Auto), &r);
         assert_eq!(p.text.as_deref(), Some("mock received: sunny"));
     }
@@ -371,14 +430,24 @@ mod tests {
 
     #[test]
     fn stream_grammar() {
-        let r = req(json!({"model":"x","max_tokens":100,"messages":[{"role":"user","content":"abcdefghijklmnopqrstuvwxyz"}]}));
+        let r = req(
+            json!({"model":"x","max_tokens":100,"messages":[{"role":"user","content":"abcdefghijklmnopqrstuvwxyz"}]}),
+        );
         let p = plan(&cfg(MockToolMode::None), &r);
         let frames: Vec<Frame> = p.stream("msg_1", "x", 16).into_iter().flatten().collect();
         let names: Vec<&str> = frames.iter().map(|f| f.kind.name()).collect();
         assert_eq!(
             names,
-            ["message_start", "content_block_start", "content_block_delta", "content_block_delta",
-             "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
         );
     }
 }

@@ -70,7 +70,7 @@ impl FailureClass {
         match status {
             408 | 500..=599 => Self::Transient,
             429 => Self::RateLimited,
-            401 | 402 | 403 | 404 => Self::DeploymentFault,
+            401..=404 => Self::DeploymentFault,
             _ => Self::ClientFault,
         }
     }
@@ -197,7 +197,10 @@ impl Handler<Dispatch> for ProviderActor {
             }
             (ProviderKind::Mock, _) => spawn_attempt(mock::run(provider, call, sink), watch),
             (kind, _) => {
-                let err = UpstreamError::transient(format!("provider kind {} is not available", kind.as_str()));
+                let err = UpstreamError::transient(format!(
+                    "provider kind {} is not available",
+                    kind.as_str()
+                ));
                 let _ = sink.try_send(ProviderEvent::Failed(err));
             }
         }
@@ -205,7 +208,10 @@ impl Handler<Dispatch> for ProviderActor {
 }
 
 /// Runs an attempt on this worker until it ends or its session stops listening.
-fn spawn_attempt<F: std::future::Future<Output = ()> + 'static>(attempt: F, watch: mpsc::Sender<ProviderEvent>) {
+fn spawn_attempt<F: std::future::Future<Output = ()> + 'static>(
+    attempt: F,
+    watch: mpsc::Sender<ProviderEvent>,
+) {
     actix_rt::spawn(async move {
         tokio::select! {
             _ = attempt => {}
@@ -247,11 +253,16 @@ pub fn upstream_error_message(body: &[u8]) -> (String, Option<String>) {
     let parsed = serde_json::from_slice::<Env>(body).ok();
     let (msg, kind) = match parsed {
         Some(Env { error: Some(i), .. }) => (i.message.unwrap_or_default(), i.kind),
-        Some(Env { message: Some(m), .. }) => (m, None),
+        Some(Env {
+            message: Some(m), ..
+        }) => (m, None),
         _ => (String::new(), None),
     };
     let msg = if msg.is_empty() {
-        format!("upstream returned a non-JSON error body ({} bytes)", body.len())
+        format!(
+            "upstream returned a non-JSON error body ({} bytes)",
+            body.len()
+        )
     } else {
         msg
     };
@@ -288,15 +299,23 @@ mod tests {
         assert_eq!(FailureClass::from_status(529), FailureClass::Transient);
         assert_eq!(FailureClass::from_status(408), FailureClass::Transient);
         assert_eq!(FailureClass::from_status(429), FailureClass::RateLimited);
-        assert_eq!(FailureClass::from_status(404), FailureClass::DeploymentFault);
+        assert_eq!(
+            FailureClass::from_status(404),
+            FailureClass::DeploymentFault
+        );
         assert_eq!(FailureClass::from_status(422), FailureClass::ClientFault);
         assert_eq!(FailureClass::from_status(400), FailureClass::ClientFault);
     }
 
     #[test]
     fn error_messages() {
-        let (m, k) = upstream_error_message(br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}"#);
-        assert_eq!((m.as_str(), k.as_deref()), ("bad", Some("invalid_request_error")));
+        let (m, k) = upstream_error_message(
+            br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}"#,
+        );
+        assert_eq!(
+            (m.as_str(), k.as_deref()),
+            ("bad", Some("invalid_request_error"))
+        );
         let (m, _) = upstream_error_message(b"<html>secret page</html>");
         assert!(!m.contains("secret"));
         assert_eq!(truncate_chars("h\u{e9}llo", 2), "h\u{e9}");

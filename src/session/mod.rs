@@ -21,10 +21,14 @@ pub use client::{ClientBody, ClientGuard};
 use crate::api::auth::ApiKey;
 use crate::config::Strictness;
 use crate::error::GatewayError;
-use crate::protocol::anthropic::{events, EventKind, Frame, MessageDeltaSummary, MessageStartSummary, Usage};
+use crate::protocol::anthropic::{
+    events, EventKind, Frame, MessageDeltaSummary, MessageStartSummary, Usage,
+};
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::ApiVersion;
-use crate::providers::{Call, Dispatch, FailureClass, ProviderEvent, UpstreamError, UpstreamMessage};
+use crate::providers::{
+    Call, Dispatch, FailureClass, ProviderEvent, UpstreamError, UpstreamMessage,
+};
 use crate::ratelimit::{Admit, ConcurrencyPermit};
 use crate::routing::{weighted_order, Deployment, Model};
 use crate::state::{AppState, WorkerActors};
@@ -48,9 +52,18 @@ pub struct SessionInit {
 
 /// The session's first answer to the handler: the response head (and body source).
 pub enum SessionHead {
-    Json { body: Bytes, headers: HeaderList },
-    Stream { body: mpsc::Receiver<Bytes>, headers: HeaderList },
-    Error { error: GatewayError, headers: HeaderList },
+    Json {
+        body: Bytes,
+        headers: HeaderList,
+    },
+    Stream {
+        body: mpsc::Receiver<Bytes>,
+        headers: HeaderList,
+    },
+    Error {
+        error: GatewayError,
+        headers: HeaderList,
+    },
 }
 
 /// Frames queued towards the client; small, so a slow client slows its upstream read.
@@ -163,7 +176,9 @@ impl SessionActor {
         self.workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });
         let events = ReceiverStream::new(rx)
             .map(move |e| Upstream(id, Some(e)))
-            .chain(futures_util::stream::once(async move { Upstream(id, None) }));
+            .chain(futures_util::stream::once(
+                async move { Upstream(id, None) },
+            ));
         let handle = ctx.add_stream(events);
         self.attempt = Some(Attempt {
             id,
@@ -177,7 +192,10 @@ impl SessionActor {
     fn exhausted_error(&self) -> GatewayError {
         match &self.last_error {
             None => GatewayError::Overloaded {
-                message: format!("no deployment available for model \"{}\"", self.init.model.id()),
+                message: format!(
+                    "no deployment available for model \"{}\"",
+                    self.init.model.id()
+                ),
                 retry_after: Duration::from_secs(1),
             },
             Some((e, deployment)) => {
@@ -191,14 +209,21 @@ impl SessionActor {
                         "all {n} upstream attempt{} failed; last: {last}",
                         if n == 1 { "" } else { "s" }
                     ),
-                    transient: matches!(e.class, FailureClass::Transient | FailureClass::RateLimited),
+                    transient: matches!(
+                        e.class,
+                        FailureClass::Transient | FailureClass::RateLimited
+                    ),
                 }
             }
         }
     }
 
     fn on_failed(&mut self, err: UpstreamError, ctx: &mut Context<Self>) {
-        let deployment = self.attempt.take().map(|a| a.deployment.name.clone()).unwrap_or_default();
+        let deployment = self
+            .attempt
+            .take()
+            .map(|a| a.deployment.name.clone())
+            .unwrap_or_default();
         tracing::warn!(
             request_id = %self.init.request_id,
             deployment = %deployment,
@@ -232,7 +257,13 @@ impl SessionActor {
         self.usage = msg.usage;
         self.stop_reason = msg.stop_reason;
         let headers = std::mem::take(&mut self.headers);
-        self.answer(SessionHead::Json { body: msg.body, headers }, ctx);
+        self.answer(
+            SessionHead::Json {
+                body: msg.body,
+                headers,
+            },
+            ctx,
+        );
         self.finish(200, None, ctx);
     }
 
@@ -306,7 +337,11 @@ impl SessionActor {
 
     /// Answers with an error: an HTTP error before the first byte, an `event: error` frame after.
     fn fail(&mut self, error: GatewayError, ctx: &mut Context<Self>) {
-        let status = if self.head.is_some() { error.status().as_u16() } else { 200 };
+        let status = if self.head.is_some() {
+            error.status().as_u16()
+        } else {
+            200
+        };
         let error_type = Some(error.error_type().to_string());
         if self.head.is_some() {
             let headers = std::mem::take(&mut self.headers);
@@ -445,7 +480,10 @@ impl Actor for SessionActor {
                 act.headers.extend(refusal.headers);
                 act.fail(refusal.error, ctx);
             }
-            Err(_) => act.fail(GatewayError::Internal("rate limiter unavailable".into()), ctx),
+            Err(_) => act.fail(
+                GatewayError::Internal("rate limiter unavailable".into()),
+                ctx,
+            ),
         }));
     }
 
@@ -484,7 +522,10 @@ impl StreamHandler<Upstream> for SessionActor {
             Some(ProviderEvent::Frames(f)) => self.on_frames(f, ctx),
             Some(ProviderEvent::End) => self.on_end(ctx),
             Some(ProviderEvent::Failed(e)) => self.on_failed(e, ctx),
-            None => self.on_failed(UpstreamError::transient("upstream attempt ended without a result"), ctx),
+            None => self.on_failed(
+                UpstreamError::transient("upstream attempt ended without a result"),
+                ctx,
+            ),
         }
     }
 
@@ -512,6 +553,11 @@ pub async fn run(
     let guard = ClientGuard(addr);
     match head.await {
         Ok(head) => (Some(guard), Ok(head)),
-        Err(_) => (None, Err(GatewayError::Internal("the session ended without an answer".into()))),
+        Err(_) => (
+            None,
+            Err(GatewayError::Internal(
+                "the session ended without an answer".into(),
+            )),
+        ),
     }
 }

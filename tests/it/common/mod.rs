@@ -1,0 +1,326 @@
+//! Test fixtures: the gateway and mock upstreams on 127.0.0.1 ephemeral ports, and a client.
+
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::time::Duration;
+
+use aigw::protocol::sse::SseParser;
+use aigw::Config;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+/// The gateway key every test config accepts.
+pub const KEY: &str = "sk-test-key";
+/// The provider key the mock upstream must receive (and nobody else ever sees).
+pub const UPSTREAM_SECRET: &str = "sk-upstream-secret-5f2a";
+
+/// SHA-256 of [`KEY`], for `secret_sha256`.
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// A config with a mock provider (`mock`), an Anthropic provider at `upstream` (`up`) and models:
+/// `mock-model` → mock, `up-<name>` → upstream model `<name>` for each name in `UPSTREAM_MODELS`.
+pub fn base_config(upstream: &str) -> String {
+    let mut models = String::new();
+    for name in UPSTREAM_MODELS {
+        models.push_str(&format!(
+            "[[models]]\nid = \"up-{name}\"\ndeployments = [{{ provider = \"up\", model = \"{name}\" }}]\n"
+        ));
+    }
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[[auth.keys]]
+name = "test"
+secret_sha256 = "{hash}"
+
+[[auth.keys]]
+name = "limited"
+secret_sha256 = "{limited}"
+requests_per_minute = 1
+
+[[auth.keys]]
+name = "narrow"
+secret_sha256 = "{narrow}"
+allowed_models = ["mock-model"]
+
+[[providers]]
+name = "mock"
+kind = "mock"
+tool_mode = "auto"
+
+[[providers]]
+name = "up"
+kind = "anthropic"
+base_url = "{upstream}"
+api_key_env = "UPSTREAM_KEY"
+
+[[models]]
+id = "mock-model"
+aliases = ["mock-alias"]
+deployments = [{{ provider = "mock", model = "mock-1" }}]
+
+[[models]]
+id = "mock-error-500"
+deployments = [{{ provider = "mock", model = "error-500" }}]
+
+{models}
+"#,
+        hash = key_hash(KEY),
+        limited = key_hash("sk-limited"),
+        narrow = key_hash("sk-narrow"),
+    )
+}
+
+pub const UPSTREAM_MODELS: [&str; 9] = [
+    "text",
+    "tool",
+    "midstream",
+    "no-stop",
+    "stream-error",
+    "error-400",
+    "error-500",
+    "error-529",
+    "error-404",
+];
+
+pub fn parse_config(text: &str) -> Config {
+    Config::from_toml_with_env(text, &|var| {
+        (var == "UPSTREAM_KEY").then(|| UPSTREAM_SECRET.to_string())
+    })
+    .expect("test config is valid")
+}
+
+/// A gateway running inside the test's actix system.
+pub struct TestGateway {
+    pub url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestGateway {
+    pub fn start(config_text: &str) -> Self {
+        Self::start_config(parse_config(config_text))
+    }
+
+    pub fn start_config(config: Config) -> Self {
+        let gw = aigw::start(config).expect("gateway starts");
+        let url = gw.url();
+        let handle = gw.server.handle();
+        actix_web::rt::spawn(gw.server);
+        Self { url, handle }
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+/// A finished HTTP exchange.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+    /// The SSE events as (name, payload).
+    pub fn events(&self) -> Vec<(String, Value)> {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        p.push(&self.body, &mut out).unwrap();
+        p.finish(&mut out);
+        out.into_iter()
+            .map(|e| {
+                (
+                    e.name().to_string(),
+                    serde_json::from_slice(&e.data).expect("event data is JSON"),
+                )
+            })
+            .collect()
+    }
+    /// Asserts the Anthropic error envelope with this status and type.
+    pub fn assert_error(&self, status: u16, kind: &str) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let v = self.json();
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["error"]["type"], kind, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+        let rid = v["request_id"]
+            .as_str()
+            .expect("request_id in the envelope");
+        assert_eq!(Some(rid), self.header("request-id"));
+        v
+    }
+}
+
+/// POSTs raw bytes with headers and reads the whole response.
+pub async fn post_raw(
+    url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Response {
+    let mut req = client().post(format!("{url}{path}"));
+    for (k, v) in headers {
+        req = req.append_header((*k, *v));
+    }
+    let mut res = req.send_body(body.into()).await.expect("gateway answers");
+    collect(&mut res).await
+}
+
+/// POSTs a JSON body to `/v1/messages` with the test key.
+pub async fn post(url: &str, body: &Value) -> Response {
+    post_raw(
+        url,
+        "/v1/messages",
+        &[("x-api-key", KEY), ("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+/// Sends a request on a raw TCP connection and reads until `until` appears in the response (or
+/// only the request is sent, for `None`). Dropping the returned socket is a real disconnect,
+/// which an HTTP client with a connection pool does not guarantee.
+pub async fn raw_request(
+    url: &str,
+    body: &serde_json::Value,
+    until: Option<&str>,
+) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let body = body.to_string();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(body.as_bytes()).await.unwrap();
+    if let Some(marker) = until {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(marker) {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "connection closed before {marker:?}: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    sock
+}
+
+pub async fn get(url: &str, path: &str) -> Response {
+    let mut res = client()
+        .get(format!("{url}{path}"))
+        .send()
+        .await
+        .expect("gateway answers");
+    collect(&mut res).await
+}
+
+pub async fn collect(res: &mut awc::ClientResponse) -> Response {
+    let status = res.status().as_u16();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = res.next().await {
+        match chunk {
+            Ok(c) => body.extend_from_slice(&c),
+            Err(_) => break,
+        }
+    }
+    Response {
+        status,
+        headers,
+        body: body.into(),
+    }
+}
+
+/// A minimal valid request body.
+pub fn request(model: &str, stream: bool) -> Value {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 64,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Hello there"}]
+    })
+}
+
+/// Asserts the stream grammar of messages-api.md §5.2 and returns the event names.
+pub fn assert_stream_grammar(events: &[(String, Value)]) -> Vec<String> {
+    let names: Vec<String> = events.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("message_start"),
+        "{names:?}"
+    );
+    let mut open: Option<u64> = None;
+    let mut next = 0u64;
+    for (name, data) in events {
+        assert_eq!(
+            data["type"].as_str(),
+            Some(name.as_str()),
+            "event name equals its type"
+        );
+        match name.as_str() {
+            "content_block_start" => {
+                assert!(open.is_none(), "blocks must not interleave: {names:?}");
+                assert_eq!(data["index"].as_u64(), Some(next));
+                open = Some(next);
+                next += 1;
+            }
+            "content_block_delta" => {
+                assert_eq!(data["index"].as_u64(), open, "delta to the open block")
+            }
+            "content_block_stop" => {
+                assert_eq!(data["index"].as_u64(), open);
+                open = None;
+            }
+            "message_delta" | "message_stop" => assert!(open.is_none(), "all blocks stopped first"),
+            _ => {}
+        }
+    }
+    names
+}
