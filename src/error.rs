@@ -182,8 +182,8 @@ impl GatewayError {
     }
 
     /// The in-band form, once a stream's 200 header is out (messages-api.md §6.4).
-    pub fn sse_frame(&self, request_id: &str) -> Bytes {
-        sse::encode_frame("error", &self.envelope(request_id, None))
+    pub fn sse_frame(&self, request_id: &str, debug: Option<&Value>) -> Bytes {
+        sse::encode_frame("error", &self.envelope(request_id, debug))
     }
 
     /// The HTTP form, before the first byte. `request-id` is added by the middleware.
@@ -285,7 +285,7 @@ mod tests {
             message: "gone".into(),
             transient: true,
         }
-        .sse_frame("req_1");
+        .sse_frame("req_1", None);
         let s = std::str::from_utf8(&f).unwrap();
         assert!(s.starts_with("event: error\ndata: {\"type\":\"error\""));
         assert!(s.ends_with("\n\n"));

@@ -1,5 +1,7 @@
 //! Per-key limits (gateway.md §8): `requests_per_minute` (GCRA, governor keyed limiters, burst =
-//! the limit) and `max_concurrent` (a slot held until the response or stream ends).
+//! the limit), `tokens_per_minute` (a token bucket that admits while its balance is positive and
+//! may go negative: requests are admitted on an estimate and reconciled with the real usage) and
+//! `max_concurrent` (a slot held until the response or stream ends).
 //!
 //! There is one [`RateLimiterActor`] per worker; all of them share one [`RateLimits`], whose
 //! governor limiters and atomics are `Sync`. So no request queues on another worker's mailbox.
@@ -7,8 +9,8 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use governor::clock::{Clock, DefaultClock};
@@ -28,8 +30,46 @@ pub type LimitHeaders = Vec<(&'static str, String)>;
 struct KeyState {
     /// Keys with the same limit share one keyed limiter.
     rpm: Option<(Arc<KeyedLimiter>, u32)>,
+    tpm: Option<TokenBucket>,
     max_concurrent: u32,
     in_flight: Arc<AtomicU32>,
+}
+
+/// Tokens per minute: refills continuously up to the limit; debits may take it below zero.
+struct TokenBucket {
+    limit: u64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            state: Mutex::new((limit as f64, Instant::now())),
+        }
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.limit as f64 / 60.0
+    }
+
+    /// Refills, then applies `f` to the balance; returns the new balance.
+    fn with_balance(&self, f: impl FnOnce(&mut f64)) -> f64 {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refill = now.saturating_duration_since(s.1).as_secs_f64() * self.per_sec();
+        s.0 = (s.0 + refill).min(self.limit as f64);
+        s.1 = now;
+        f(&mut s.0);
+        s.0
+    }
+
+    fn headers(&self, balance: f64, headers: &mut LimitHeaders) {
+        let remaining = balance.max(0.0).floor() as u64;
+        let until_full =
+            Duration::from_secs_f64(((self.limit as f64 - balance) / self.per_sec()).max(0.0));
+        push_headers(headers, "tokens", self.limit, remaining, until_full);
+    }
 }
 
 /// Shared, lock-free limit state for every configured key.
@@ -58,6 +98,8 @@ impl RateLimits {
                 });
                 let state = KeyState {
                     rpm,
+                    tpm: (k.limits.tokens_per_minute > 0)
+                        .then(|| TokenBucket::new(k.limits.tokens_per_minute)),
                     max_concurrent: k.limits.max_concurrent,
                     in_flight: Arc::new(AtomicU32::new(0)),
                 };
@@ -67,8 +109,9 @@ impl RateLimits {
         Self { keys, clock }
     }
 
-    /// Takes a concurrency slot, then a request cell. The slot is given back if the cell is refused.
-    pub fn admit(&self, key: &ApiKey) -> Result<Admission, Refusal> {
+    /// Takes a concurrency slot, then a request cell, then checks the token balance and debits
+    /// `estimate`. The slot is given back if anything is refused.
+    pub fn admit(&self, key: &ApiKey, estimate: u64) -> Result<Admission, Refusal> {
         let Some(state) = self.keys.get(&key.name) else {
             return Ok(Admission {
                 permit: None,
@@ -99,12 +142,18 @@ impl RateLimits {
                 Ok(snapshot) => {
                     let remaining = snapshot.remaining_burst_capacity();
                     let until_full = period * (limit - remaining);
-                    push_headers(&mut headers, *limit, remaining, until_full);
+                    push_headers(
+                        &mut headers,
+                        "requests",
+                        *limit as u64,
+                        remaining as u64,
+                        until_full,
+                    );
                 }
                 Err(not_until) => {
                     drop(permit);
                     let wait = not_until.wait_time_from(self.clock.now());
-                    push_headers(&mut headers, *limit, 0, period * *limit);
+                    push_headers(&mut headers, "requests", *limit as u64, 0, period * *limit);
                     return Err(Refusal {
                         error: GatewayError::RateLimited {
                             message: "rate limit exceeded: requests_per_minute".into(),
@@ -115,19 +164,63 @@ impl RateLimits {
                 }
             }
         }
+        if let Some(bucket) = &state.tpm {
+            let mut admitted = false;
+            let balance = bucket.with_balance(|b| {
+                if *b > 0.0 {
+                    admitted = true;
+                    *b -= estimate as f64;
+                }
+            });
+            bucket.headers(balance, &mut headers);
+            if !admitted {
+                drop(permit);
+                let wait = Duration::from_secs_f64((1.0 - balance) / bucket.per_sec());
+                return Err(Refusal {
+                    error: GatewayError::RateLimited {
+                        message: "rate limit exceeded: tokens_per_minute".into(),
+                        retry_after: wait,
+                    },
+                    headers,
+                });
+            }
+        }
         Ok(Admission { permit, headers })
+    }
+
+    /// Reconciles a key's token balance: `tokens` more were used than debited (negative: fewer).
+    pub fn debit(&self, key: &ApiKey, tokens: i64) {
+        if let Some(bucket) = self.keys.get(&key.name).and_then(|s| s.tpm.as_ref()) {
+            bucket.with_balance(|b| *b -= tokens as f64);
+        }
     }
 }
 
-fn push_headers(headers: &mut LimitHeaders, limit: u32, remaining: u32, until_full: Duration) {
+/// `anthropic-ratelimit-<what>-{limit,remaining,reset}` (`reset` RFC 3339).
+fn push_headers(
+    headers: &mut LimitHeaders,
+    what: &'static str,
+    limit: u64,
+    remaining: u64,
+    until_full: Duration,
+) {
     let reset = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + until_full);
-    headers.push(("anthropic-ratelimit-requests-limit", limit.to_string()));
+    let names = match what {
+        "requests" => [
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+        ],
+        _ => [
+            "anthropic-ratelimit-tokens-limit",
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+        ],
+    };
+    headers.push((names[0], limit.to_string()));
+    headers.push((names[1], remaining.to_string()));
     headers.push((
-        "anthropic-ratelimit-requests-remaining",
-        remaining.to_string(),
-    ));
-    headers.push((
-        "anthropic-ratelimit-requests-reset",
+        names[2],
         reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     ));
 }
@@ -173,13 +266,31 @@ impl Actor for RateLimiterActor {
 #[rtype(result = "Result<Admission, Refusal>")]
 pub struct Admit {
     pub key: Arc<ApiKey>,
+    /// Estimated tokens, debited at admission and reconciled by [`Debit`].
+    pub estimate: u64,
 }
 
 impl Handler<Admit> for RateLimiterActor {
     type Result = Result<Admission, Refusal>;
 
     fn handle(&mut self, msg: Admit, _ctx: &mut Context<Self>) -> Self::Result {
-        self.limits.admit(&msg.key)
+        self.limits.admit(&msg.key, msg.estimate)
+    }
+}
+
+/// Real usage minus what was debited so far (after each round and nested call).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Debit {
+    pub key: Arc<ApiKey>,
+    pub tokens: i64,
+}
+
+impl Handler<Debit> for RateLimiterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Debit, _ctx: &mut Context<Self>) {
+        self.limits.debit(&msg.key, msg.tokens);
     }
 }
 
@@ -189,12 +300,16 @@ mod tests {
     use crate::config::LimitsConfig;
 
     fn key(rpm: u32, conc: u32) -> Arc<ApiKey> {
+        key_tpm(rpm, conc, 0)
+    }
+
+    fn key_tpm(rpm: u32, conc: u32, tpm: u64) -> Arc<ApiKey> {
         Arc::new(ApiKey {
             name: "k".into(),
             allowed_models: None,
             limits: LimitsConfig {
                 requests_per_minute: rpm,
-                tokens_per_minute: 0,
+                tokens_per_minute: tpm,
                 max_concurrent: conc,
             },
             allow_debug: true,
@@ -205,13 +320,13 @@ mod tests {
     fn requests_per_minute_with_headers() {
         let k = key(2, 0);
         let limits = RateLimits::new([&k].into_iter());
-        let a = limits.admit(&k).unwrap();
+        let a = limits.admit(&k, 0).unwrap();
         assert_eq!(
             a.headers[1],
             ("anthropic-ratelimit-requests-remaining", "1".into())
         );
-        limits.admit(&k).unwrap();
-        let r = limits.admit(&k).unwrap_err();
+        limits.admit(&k, 0).unwrap();
+        let r = limits.admit(&k, 0).unwrap_err();
         assert_eq!(
             r.error.to_string(),
             "rate limit exceeded: requests_per_minute"
@@ -224,13 +339,42 @@ mod tests {
     }
 
     #[test]
+    fn tokens_per_minute_admits_while_positive_and_reconciles() {
+        let k = key_tpm(0, 0, 600);
+        let limits = RateLimits::new([&k].into_iter());
+        let a = limits.admit(&k, 500).unwrap();
+        assert!(a
+            .headers
+            .contains(&("anthropic-ratelimit-tokens-limit", "600".into())));
+        assert!(a
+            .headers
+            .contains(&("anthropic-ratelimit-tokens-remaining", "100".into())));
+        // Still positive: admitted, and the balance may go negative.
+        limits.admit(&k, 500).unwrap();
+        let r = limits.admit(&k, 1).unwrap_err();
+        assert_eq!(
+            r.error.to_string(),
+            "rate limit exceeded: tokens_per_minute"
+        );
+        // About 401 tokens short at 10 tokens/s: ~40 s.
+        let wait = r.error.retry_after().unwrap();
+        assert!(
+            wait > Duration::from_secs(38) && wait < Duration::from_secs(42),
+            "{wait:?}"
+        );
+        // The real usage was smaller: refund, and the key is admitted again.
+        limits.debit(&k, -900);
+        limits.admit(&k, 1).unwrap();
+    }
+
+    #[test]
     fn concurrency_slot_is_held_until_dropped() {
         let k = key(0, 1);
         let limits = RateLimits::new([&k].into_iter());
-        let a = limits.admit(&k).unwrap();
-        let r = limits.admit(&k).unwrap_err();
+        let a = limits.admit(&k, 0).unwrap();
+        let r = limits.admit(&k, 0).unwrap_err();
         assert_eq!(r.error.to_string(), "rate limit exceeded: max_concurrent");
         drop(a);
-        limits.admit(&k).unwrap();
+        limits.admit(&k, 0).unwrap();
     }
 }

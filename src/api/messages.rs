@@ -11,9 +11,12 @@ use futures_util::StreamExt;
 
 use super::request_id;
 use crate::config::Strictness;
-use crate::error::GatewayError;
+use crate::error::{ErrorDetail, GatewayError};
 use crate::protocol::request::parse_fields;
+use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::{validate, ApiVersion};
+use crate::routing::{self, NoCandidate, RoutingPrefs};
+use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit};
 use crate::state::{AppState, WorkerActors};
 
@@ -45,8 +48,15 @@ pub async fn create_message(
                 .insert_header(("x-accel-buffering", "no"));
             with_headers(res, headers).streaming(ClientBody::new(body, guard))
         }
-        (_, Ok(SessionHead::Error { error, headers })) => {
-            let mut res = error.to_response(&request_id, None);
+        (
+            _,
+            Ok(SessionHead::Error {
+                error,
+                headers,
+                debug,
+            }),
+        ) => {
+            let mut res = error.to_response(&request_id, debug.as_ref());
             for (k, v) in headers {
                 if let Ok(v) = v.parse() {
                     res.headers_mut()
@@ -109,6 +119,37 @@ async fn admit(
         )));
     }
 
+    let debug = debug_flags(&request)?;
+    if debug.is_some() && !key.allow_debug {
+        return Err(GatewayError::Permission(
+            "debug: this API key may not request debug output".into(),
+        ));
+    }
+    let prefs = routing_prefs(&request, state)?;
+    let candidates = routing::select(&model, &prefs, None, Instant::now(), &mut rand::rng())
+        .map_err(|e| match e {
+            NoCandidate::Filtered { filter } => GatewayError::from_details(vec![ErrorDetail::new(
+                filter,
+                format!("no deployment of model \"{}\" is left", model.id()),
+            )]),
+            NoCandidate::AllOpen { until } => GatewayError::Overloaded {
+                message: format!(
+                    "every deployment of model \"{}\" is unavailable (circuit open)",
+                    model.id()
+                ),
+                retry_after: until
+                    .saturating_duration_since(Instant::now())
+                    .max(std::time::Duration::from_secs(1)),
+            },
+        })?;
+    // Admission debits an estimate (~4 bytes per token); the real usage settles it afterwards.
+    let token_estimate = (request
+        .fields
+        .values()
+        .map(|v| v.get().len())
+        .sum::<usize>()
+        / 4) as u64;
+
     let session_id = request
         .field("session_id")
         .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
@@ -119,6 +160,11 @@ async fn admit(
         key,
         request: Arc::new(request),
         model,
+        candidates,
+        sort: prefs.sort.map_or("weighted", |s| s.as_str()),
+        warnings: Vec::new(),
+        debug,
+        token_estimate,
         version,
         anthropic_beta: anthropic_beta(req.headers()),
         beta_query: web::Query::<BetaQuery>::from_query(req.query_string())
@@ -128,6 +174,51 @@ async fn admit(
         session_id,
         received_at,
     })
+}
+
+/// The `debug` extension: any true flag turns debug output on.
+fn debug_flags(request: &MessagesRequest) -> Result<Option<DebugFlags>, GatewayError> {
+    let Some(raw) = request.field("debug") else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(raw.get())
+        .map_err(|e| GatewayError::invalid(format!("debug: {e}")))?;
+    let flag = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
+    let flags = DebugFlags {
+        upstream_request: flag("return_upstream_request"),
+        upstream_response: flag("return_upstream_response"),
+        trace: flag("trace"),
+    };
+    let on = flag("enabled") || flags.upstream_request || flags.upstream_response || flags.trace;
+    Ok(on.then_some(flags))
+}
+
+/// The `provider` / `routing` extension (gateway.md §4).
+fn routing_prefs(
+    request: &MessagesRequest,
+    state: &AppState,
+) -> Result<RoutingPrefs, GatewayError> {
+    let parse = |k: &str| -> Result<Option<serde_json::Value>, GatewayError> {
+        request
+            .field(k)
+            .map(|raw| {
+                serde_json::from_str(raw.get())
+                    .map_err(|e| GatewayError::invalid(format!("{k}: {e}")))
+            })
+            .transpose()
+    };
+    let provider = parse("provider")?;
+    let routing = parse("routing")?;
+    if provider.is_none() && routing.is_none() {
+        return Ok(RoutingPrefs::default());
+    }
+    let is_provider = |name: &str| state.providers.iter().any(|p| p.name() == name);
+    routing::preferences::parse(provider.as_ref(), routing.as_ref(), &is_provider)
+        .map_err(GatewayError::from_details)
 }
 
 #[derive(serde::Deserialize)]

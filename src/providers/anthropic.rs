@@ -10,8 +10,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    retry_after, upstream_error_message, Call, Provider, ProviderEvent, UpstreamError,
-    UpstreamMessage,
+    redacted_headers, retry_after, upstream_error_message, Call, Provider, ProviderEvent,
+    SentRequest, UpstreamError, UpstreamMessage,
 };
 use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary};
 use crate::protocol::sse::{SseEvent, SseParser};
@@ -26,14 +26,29 @@ pub async fn run(
     call: Call,
     sink: mpsc::Sender<ProviderEvent>,
 ) {
-    let event = match send(&client, &provider, &call).await {
-        Ok(res) if call.stream => return pump(res, sink).await,
-        Ok(mut res) => match res.body().limit(MAX_BODY).await {
-            Ok(body) => read_message(body),
-            Err(e) => {
-                ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}")))
+    let event = match send(&client, &provider, &call, &sink).await {
+        Ok(mut res) => {
+            let upstream_request_id = res
+                .headers()
+                .get("request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let accepted = ProviderEvent::Accepted {
+                upstream_request_id,
+            };
+            if sink.send(accepted).await.is_err() {
+                return;
             }
-        },
+            if call.stream {
+                return pump(res, sink).await;
+            }
+            match res.body().limit(MAX_BODY).await {
+                Ok(body) => read_message(body),
+                Err(e) => {
+                    ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}")))
+                }
+            }
+        }
         Err(e) => ProviderEvent::Failed(e),
     };
     let _ = sink.send(event).await;
@@ -46,6 +61,7 @@ async fn send(
     client: &awc::Client,
     provider: &Provider,
     call: &Call,
+    sink: &mpsc::Sender<ProviderEvent>,
 ) -> Result<Response, UpstreamError> {
     let base = provider.config.base_url.as_deref().unwrap_or_default();
     let url = if call.beta_query {
@@ -75,16 +91,27 @@ async fn send(
     for (k, v) in &provider.config.headers {
         req = req.insert_header((k.as_str(), v.as_str()));
     }
-    let body = call.request.anthropic_body(&call.upstream_model, &[]);
-    let mut res = req
-        .send_body(body)
-        .await
-        .map_err(|e| UpstreamError::transient(format!("upstream request failed: {e}")))?;
+    let body = Bytes::from(call.request.anthropic_body(&call.upstream_model, &[]));
+    if call.capture {
+        let sent = SentRequest {
+            url: req.get_uri().to_string(),
+            headers: redacted_headers(
+                req.headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or(""))),
+            ),
+            body: body.clone(),
+        };
+        let _ = sink.send(ProviderEvent::Sent(sent)).await;
+    }
+    let mut res = req.send_body(body).await.map_err(|e| {
+        UpstreamError::transient(provider.redact(&format!("upstream request failed: {e}")))
+    })?;
     let status = res.status().as_u16();
     if !(200..300).contains(&status) {
         let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
         let (message, kind) = upstream_error_message(&body);
-        let mut err = UpstreamError::from_status(status, message);
+        let mut err = UpstreamError::from_status(status, provider.redact(&message));
         err.error_type = kind;
         err.retry_after = retry_after(res.headers());
         return Err(err);
@@ -154,37 +181,60 @@ async fn pump(mut res: Response, sink: mpsc::Sender<ProviderEvent>) {
     }
 }
 
-/// Sends parsed events as frames; false when the session is gone.
+/// Sends parsed events as frames; false when the session is gone or an event was invalid (then
+/// the attempt has already been reported failed).
 async fn flush(events: &mut Vec<SseEvent>, sink: &mpsc::Sender<ProviderEvent>) -> bool {
     if events.is_empty() {
         return true;
     }
-    let frames: Vec<Frame> = events.drain(..).filter_map(to_frame).collect();
-    frames.is_empty() || sink.send(ProviderEvent::Frames(frames)).await.is_ok()
+    let mut frames = Vec::with_capacity(events.len());
+    let mut invalid = None;
+    for ev in events.drain(..) {
+        match to_frame(ev) {
+            Ok(f) => frames.push(f),
+            Err(why) => {
+                invalid = Some(why);
+                break;
+            }
+        }
+    }
+    if !frames.is_empty() && sink.send(ProviderEvent::Frames(frames)).await.is_err() {
+        return false;
+    }
+    match invalid {
+        None => true,
+        Some(why) => {
+            let _ = sink
+                .send(ProviderEvent::Failed(UpstreamError::transient(why)))
+                .await;
+            false
+        }
+    }
 }
 
-/// An upstream event as a conformant frame: named after its JSON `type` when the `event:` line is
-/// missing, and compacted onto one line when its data spanned several.
-pub fn to_frame(ev: SseEvent) -> Option<Frame> {
+/// An upstream event as a conformant frame: its data must be a JSON object with a `type`; it is
+/// named after that type when the `event:` line is missing, and compacted onto one line when its
+/// data spanned several.
+pub fn to_frame(ev: SseEvent) -> Result<Frame, String> {
     #[derive(Deserialize)]
     struct Typed<'a> {
         #[serde(rename = "type", borrow)]
         kind: std::borrow::Cow<'a, str>,
     }
+    // Parsing the type validates the whole payload (serde_json checks what it skips).
+    let typed: Typed = serde_json::from_slice(&ev.data)
+        .map_err(|e| format!("upstream sent an invalid stream event: {e}"))?;
+    let name = match ev.event {
+        Some(name) if !name.is_empty() => name,
+        _ => Bytes::copy_from_slice(typed.kind.as_bytes()),
+    };
     let data = if memchr::memchr(b'\n', &ev.data).is_some() {
-        let v: serde_json::Value = serde_json::from_slice(&ev.data).ok()?;
-        Bytes::from(serde_json::to_vec(&v).ok()?)
+        let v: serde_json::Value = serde_json::from_slice(&ev.data).map_err(|e| e.to_string())?;
+        Bytes::from(serde_json::to_vec(&v).map_err(|e| e.to_string())?)
     } else {
         ev.data
     };
-    let name = match ev.event {
-        Some(name) if !name.is_empty() => name,
-        _ => {
-            let t: Typed = serde_json::from_slice(&data).ok()?;
-            Bytes::copy_from_slice(t.kind.as_bytes())
-        }
-    };
-    Some(Frame {
+    Ok(Frame {
         kind: EventKind::from_name(&name),
         name,
         data,
@@ -214,6 +264,14 @@ mod tests {
             event: None,
             data: Bytes::from_static(b"not json")
         })
-        .is_none());
+        .is_err());
+        let bad = SseEvent {
+            event: Some(Bytes::from_static(b"ping")),
+            data: Bytes::from_static(b"{\"type\":\"ping\""),
+        };
+        assert!(
+            to_frame(bad).is_err(),
+            "a named event with broken JSON is refused too"
+        );
     }
 }

@@ -31,6 +31,16 @@ impl Provider {
     pub fn name(&self) -> &str {
         &self.config.name
     }
+
+    /// `text` with this provider's key blanked out, for anything an upstream echoes back.
+    pub fn redact(&self, text: &str) -> String {
+        match &self.api_key {
+            Some(k) if !k.expose().is_empty() && text.contains(k.expose()) => {
+                text.replace(k.expose(), "[redacted]")
+            }
+            _ => text.to_string(),
+        }
+    }
     pub fn kind(&self) -> ProviderKind {
         self.config.kind
     }
@@ -50,6 +60,8 @@ pub struct Call {
     /// The client called `/v1/messages?beta=true`.
     pub beta_query: bool,
     pub request_id: String,
+    /// Report the request as sent ([`ProviderEvent::Sent`]), for `debug.return_upstream_request`.
+    pub capture: bool,
 }
 
 /// How an upstream failure is handled (gateway.md §7.3).
@@ -145,9 +157,46 @@ pub struct UpstreamMessage {
     pub stop_reason: Option<String>,
 }
 
+/// The upstream request as sent, secrets redacted.
+#[derive(Debug, Clone)]
+pub struct SentRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// Header names whose values are never shown, whatever the provider configured.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization"
+        || n == "x-api-key"
+        || n == "api-key"
+        || n == "cookie"
+        || n.contains("token")
+        || n.contains("secret")
+        || n.contains("key")
+        || n.contains("auth")
+}
+
+/// Headers as shown in debug output.
+pub fn redacted_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<(String, String)> {
+    headers
+        .map(|(k, v)| {
+            let v = if is_secret_header(k) { "[redacted]" } else { v };
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// What a provider task reports to its session.
 #[derive(Debug)]
 pub enum ProviderEvent {
+    /// Only with [`Call::capture`]: the request about to be sent.
+    Sent(SentRequest),
+    /// A 2xx response head arrived (the end of a non-stream attempt's time to first byte).
+    Accepted { upstream_request_id: Option<String> },
     /// Non-stream: the whole reply.
     Message(UpstreamMessage),
     /// Stream: Anthropic events, in order (all complete frames of one upstream read).
@@ -305,6 +354,30 @@ mod tests {
         );
         assert_eq!(FailureClass::from_status(422), FailureClass::ClientFault);
         assert_eq!(FailureClass::from_status(400), FailureClass::ClientFault);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config: ProviderConfig = toml::from_str("name = \"p\"\nkind = \"mock\"").unwrap();
+        let p = Provider {
+            config,
+            api_key: Some(Secret::new("sk-live-123".into())),
+        };
+        assert_eq!(
+            p.redact("Incorrect API key provided: sk-live-123."),
+            "Incorrect API key provided: [redacted]."
+        );
+        let h = redacted_headers(
+            [
+                ("x-api-key", "sk"),
+                ("X-Custom-Token", "t"),
+                ("anthropic-version", "v"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(h[0].1, "[redacted]");
+        assert_eq!(h[1].1, "[redacted]");
+        assert_eq!(h[2].1, "v");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The [`SessionActor`]: one per request, on the worker that accepted it. It owns the request's
-//! life: admission by the worker's `RateLimiterActor`, attempts on the worker's `ProviderActor`s,
-//! and the channel that carries SSE frames to the client. When a send to the client fails, or the
-//! client's body is dropped, the session stops and its upstream attempt is dropped with it.
+//! life: admission by the worker's `RateLimiterActor`, attempts on the worker's `ProviderActor`s
+//! (retries, fallback, timeouts, circuit-breaker verdicts), and the channel that carries SSE
+//! frames to the client. When a send to the client fails, or the client's body is dropped, the
+//! session stops and its upstream attempt is dropped with it.
 
+mod attempts;
 mod client;
+pub mod debug;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,14 +16,19 @@ use actix::prelude::*;
 use actix_web::web;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use client::{ClientBody, ClientGuard};
+pub use debug::DebugFlags;
+
+use attempts::{AttemptPlan, Step};
+use debug::{AttemptRecord, DebugRecorder, Summary, Timings};
 
 use crate::api::auth::ApiKey;
 use crate::config::Strictness;
-use crate::error::GatewayError;
+use crate::error::{ErrorDetail, GatewayError};
 use crate::protocol::anthropic::{
     events, EventKind, Frame, MessageDeltaSummary, MessageStartSummary, Usage,
 };
@@ -29,8 +37,9 @@ use crate::protocol::validate::ApiVersion;
 use crate::providers::{
     Call, Dispatch, FailureClass, ProviderEvent, UpstreamError, UpstreamMessage,
 };
-use crate::ratelimit::{Admit, ConcurrencyPermit};
-use crate::routing::{weighted_order, Deployment, Model};
+use crate::ratelimit::{Admit, ConcurrencyPermit, Debit};
+use crate::routing::breaker::Admission;
+use crate::routing::{Deployment, Model, Verdict};
 use crate::state::{AppState, WorkerActors};
 
 /// Extra response headers (rate limits, warnings).
@@ -42,11 +51,19 @@ pub struct SessionInit {
     pub key: Arc<ApiKey>,
     pub request: Arc<MessagesRequest>,
     pub model: Arc<Model>,
+    /// The deployments to try, in order (already filtered by routing preferences and breakers).
+    pub candidates: Vec<Arc<Deployment>>,
+    /// How the candidates were ordered, for debug output.
+    pub sort: &'static str,
     pub version: ApiVersion,
     pub anthropic_beta: Option<String>,
     pub beta_query: bool,
     pub strictness: Strictness,
+    pub warnings: Vec<ErrorDetail>,
     pub session_id: Option<String>,
+    pub debug: Option<DebugFlags>,
+    /// Tokens debited at admission, reconciled with the real usage at the end.
+    pub token_estimate: u64,
     pub received_at: Instant,
 }
 
@@ -63,6 +80,7 @@ pub enum SessionHead {
     Error {
         error: GatewayError,
         headers: HeaderList,
+        debug: Option<Value>,
     },
 }
 
@@ -84,8 +102,14 @@ struct Attempt {
     id: u32,
     deployment: Arc<Deployment>,
     handle: SpawnHandle,
-    /// The attempt produced its first event.
-    answered: bool,
+    /// This attempt is its deployment's half-open probe.
+    probe: bool,
+    started: Instant,
+    /// A 2xx head arrived.
+    accepted: bool,
+    first_event: Option<Instant>,
+    last_event: Instant,
+    upstream_request_id: Option<String>,
 }
 
 struct ClientWriter {
@@ -111,14 +135,24 @@ pub struct SessionActor {
     headers: HeaderList,
     out: Option<ClientWriter>,
     _permit: Option<ConcurrencyPermit>,
-    candidates: VecDeque<Arc<Deployment>>,
-    attempts: u32,
+    plan: AttemptPlan,
     attempt: Option<Attempt>,
+    attempt_log: Vec<AttemptRecord>,
     last_error: Option<(UpstreamError, String)>,
+    /// Earliest time a skipped (open) deployment becomes available again.
+    skipped_until: Option<Instant>,
+    chosen: Option<Arc<Deployment>>,
     usage: Usage,
     stop_reason: Option<String>,
     outcome: Option<Outcome>,
+    upstream_start: Option<Instant>,
+    upstream_end: Option<Instant>,
     first_byte: Option<Duration>,
+    debug: Option<DebugRecorder>,
+    /// With debug on, a passthrough stream's `message_delta` waits to learn whether it is the
+    /// final one (then it carries `debug`).
+    held_delta: Option<Frame>,
+    round: u32,
 }
 
 impl SessionActor {
@@ -129,7 +163,15 @@ impl SessionActor {
         workers: Arc<WorkerActors>,
     ) -> (Addr<SessionActor>, oneshot::Receiver<SessionHead>) {
         let (tx, rx) = oneshot::channel();
-        let candidates = weighted_order(&init.model.deployments, &mut rand::rng()).into();
+        let cfg = &state.config;
+        let plan = AttemptPlan::new(
+            init.candidates.clone(),
+            cfg.retry.clone(),
+            Duration::from_millis(cfg.circuit_breaker.rate_limit_cooldown_ms),
+        );
+        let debug = init
+            .debug
+            .map(|flags| DebugRecorder::new(flags, init.received_at));
         let actor = SessionActor {
             init,
             state,
@@ -138,14 +180,21 @@ impl SessionActor {
             headers: Vec::new(),
             out: None,
             _permit: None,
-            candidates,
-            attempts: 0,
+            plan,
             attempt: None,
+            attempt_log: Vec::new(),
             last_error: None,
+            skipped_until: None,
+            chosen: None,
             usage: Usage::default(),
             stop_reason: None,
             outcome: None,
+            upstream_start: None,
+            upstream_end: None,
             first_byte: None,
+            debug,
+            held_delta: None,
+            round: 1,
         };
         (actor.start(), rx)
     }
@@ -154,14 +203,52 @@ impl SessionActor {
         self.init.request.stream
     }
 
-    /// Sends the next attempt to the next candidate's provider actor on this worker.
-    fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        let Some(deployment) = self.candidates.pop_front() else {
-            let err = self.exhausted_error();
-            return self.fail(err, ctx);
+    fn trace(&mut self, event: &str) {
+        if let Some(d) = &mut self.debug {
+            d.event(event);
+        }
+    }
+
+    // ----- attempts ---------------------------------------------------------------------------
+
+    fn step(&mut self, step: Step, ctx: &mut Context<Self>) {
+        match step {
+            Step::Try { deployment, delay } if delay.is_zero() => {
+                self.start_attempt(deployment, ctx)
+            }
+            Step::Try { deployment, delay } => {
+                if let Some(last) = self.attempt_log.last_mut() {
+                    last.retry_in = Some(delay);
+                }
+                let deadline = self.init.received_at + self.state.config.timeouts.total();
+                if Instant::now() + delay >= deadline {
+                    return self.give_up(ctx);
+                }
+                ctx.run_later(delay, move |act, ctx| act.start_attempt(deployment, ctx));
+            }
+            Step::Stop => self.give_up(ctx),
+        }
+    }
+
+    /// Sends an attempt to the deployment's provider actor on this worker.
+    fn start_attempt(&mut self, deployment: Arc<Deployment>, ctx: &mut Context<Self>) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let probe = match deployment.breaker.admit(now) {
+            Admission::Yes => false,
+            Admission::Probe => true,
+            Admission::No { until } => {
+                self.skipped_until = Some(self.skipped_until.map_or(until, |u| u.min(until)));
+                let next = self.plan.next_candidate();
+                return self.step(next, ctx);
+            }
         };
-        self.attempts += 1;
-        let id = self.attempts;
+        self.plan.started();
+        let id = self.plan.started;
+        self.upstream_start.get_or_insert(now);
+        self.trace(&format!("attempt.{id}.start {}", deployment.name));
         let call = Call {
             request: self.init.request.clone(),
             upstream_model: deployment.upstream_model.clone(),
@@ -171,6 +258,10 @@ impl SessionActor {
             anthropic_beta: self.init.anthropic_beta.clone(),
             beta_query: self.init.beta_query,
             request_id: self.init.request_id.clone(),
+            capture: self
+                .debug
+                .as_ref()
+                .is_some_and(|d| d.flags.upstream_request),
         };
         let (tx, rx) = mpsc::channel(UPSTREAM_CHANNEL);
         self.workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });
@@ -180,60 +271,160 @@ impl SessionActor {
                 async move { Upstream(id, None) },
             ));
         let handle = ctx.add_stream(events);
+        self.attempt_log.push(AttemptRecord {
+            n: id,
+            round: self.round,
+            deployment: deployment.name.clone(),
+            status: None,
+            class: None,
+            duration: Duration::ZERO,
+            retry_in: None,
+            upstream_request_id: None,
+        });
         self.attempt = Some(Attempt {
             id,
             deployment,
             handle,
-            answered: false,
+            probe,
+            started: now,
+            accepted: false,
+            first_event: None,
+            last_event: now,
+            upstream_request_id: None,
         });
+        let timeouts = &self.state.config.timeouts;
+        ctx.run_later(timeouts.ttft(), move |act, ctx| act.check_ttft(id, ctx));
+        if !self.stream() {
+            ctx.run_later(timeouts.attempt(), move |act, ctx| {
+                if act.current(id) {
+                    let ms = act.state.config.timeouts.attempt_ms;
+                    act.attempt_timed_out(
+                        format!("upstream attempt exceeded timeouts.attempt_ms ({ms} ms)"),
+                        ctx,
+                    );
+                }
+            });
+        }
     }
 
-    /// The error once no candidate is left (gateway.md §7.5).
-    fn exhausted_error(&self) -> GatewayError {
-        match &self.last_error {
-            None => GatewayError::Overloaded {
-                message: format!(
-                    "no deployment available for model \"{}\"",
-                    self.init.model.id()
-                ),
-                retry_after: Duration::from_secs(1),
-            },
-            Some((e, deployment)) => {
-                let last = match e.status {
-                    Some(s) => format!("{s} from {deployment}"),
-                    None => format!("{} ({deployment})", e.message),
-                };
-                let n = self.attempts;
-                GatewayError::UpstreamFailed {
-                    message: format!(
-                        "all {n} upstream attempt{} failed; last: {last}",
-                        if n == 1 { "" } else { "s" }
-                    ),
-                    transient: matches!(
-                        e.class,
-                        FailureClass::Transient | FailureClass::RateLimited
-                    ),
+    fn current(&self, id: u32) -> bool {
+        self.attempt.as_ref().is_some_and(|a| a.id == id)
+    }
+
+    /// Stream: no upstream event yet. Non-stream: no response head yet.
+    fn check_ttft(&mut self, id: u32, ctx: &mut Context<Self>) {
+        let waiting = self
+            .attempt
+            .as_ref()
+            .filter(|a| a.id == id)
+            .is_some_and(|a| {
+                if self.stream() {
+                    a.first_event.is_none()
+                } else {
+                    !a.accepted
                 }
-            }
+            });
+        if waiting {
+            let ms = self.state.config.timeouts.ttft_ms;
+            self.attempt_timed_out(
+                format!("upstream sent nothing within timeouts.ttft_ms ({ms} ms)"),
+                ctx,
+            );
+        }
+    }
+
+    /// Stream: the longest silence between upstream events.
+    fn check_idle(&mut self, id: u32, ctx: &mut Context<Self>) {
+        let idle = self.state.config.timeouts.idle();
+        let Some(a) = self.attempt.as_ref().filter(|a| a.id == id) else {
+            return;
+        };
+        let silent = a.last_event.elapsed();
+        if silent >= idle {
+            let ms = self.state.config.timeouts.idle_ms;
+            self.attempt_timed_out(
+                format!("upstream stream was idle for timeouts.idle_ms ({ms} ms)"),
+                ctx,
+            );
+        } else {
+            ctx.run_later(idle - silent, move |act, ctx| act.check_idle(id, ctx));
+        }
+    }
+
+    fn attempt_timed_out(&mut self, message: String, ctx: &mut Context<Self>) {
+        let mut err = UpstreamError::transient(message);
+        err.timeout = true;
+        self.on_failed(err, ctx);
+    }
+
+    /// Ends the current attempt: stops listening to it, tells its breaker, logs it.
+    fn close_attempt(
+        &mut self,
+        verdict: Verdict,
+        status: Option<u16>,
+        class: Option<&'static str>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(a) = self.attempt.take() else { return };
+        ctx.cancel_future(a.handle);
+        let now = Instant::now();
+        self.upstream_end = Some(now);
+        if verdict != Verdict::Abandoned || a.probe {
+            a.deployment.breaker.record(verdict, now);
+        }
+        if verdict == Verdict::Success {
+            let ttft = a
+                .first_event
+                .unwrap_or(now)
+                .saturating_duration_since(a.started);
+            a.deployment
+                .stats
+                .record(ttft, now - a.started, self.usage.output_tokens);
+            self.chosen = Some(a.deployment.clone());
+        }
+        if let Some(rec) = self.attempt_log.iter_mut().rev().find(|r| r.n == a.id) {
+            rec.status = status;
+            rec.class = class;
+            rec.duration = now - a.started;
+            rec.upstream_request_id = a.upstream_request_id;
         }
     }
 
     fn on_failed(&mut self, err: UpstreamError, ctx: &mut Context<Self>) {
         let deployment = self
             .attempt
-            .take()
+            .as_ref()
             .map(|a| a.deployment.name.clone())
             .unwrap_or_default();
-        tracing::warn!(
-            request_id = %self.init.request_id,
-            deployment = %deployment,
-            status = err.status,
-            class = err.class.as_str(),
-            "upstream attempt failed: {}",
-            err.message
-        );
+        let verdict = match err.class {
+            FailureClass::ClientFault => Verdict::Success,
+            FailureClass::RateLimited => Verdict::RateLimited {
+                cooldown: self.plan.rate_limit_cooldown(&err),
+            },
+            _ => Verdict::Failure,
+        };
+        self.close_attempt(verdict, err.status, Some(err.class.as_str()), ctx);
+        self.trace(&format!("attempt.failed {}", err.class.as_str()));
+        if err.class == FailureClass::DeploymentFault {
+            tracing::error!(
+                request_id = %self.init.request_id,
+                deployment = %deployment,
+                status = err.status,
+                "upstream refused the deployment's credentials or model; check its config: {}",
+                err.message
+            );
+        } else {
+            tracing::warn!(
+                request_id = %self.init.request_id,
+                deployment = %deployment,
+                status = err.status,
+                class = err.class.as_str(),
+                "upstream attempt failed: {}",
+                err.message
+            );
+        }
         if self.head.is_none() {
-            // The stream has started: the failure goes in-band.
+            // The stream has started: no fallback any more, the failure goes in-band.
             let error = GatewayError::UpstreamStream {
                 error_type: err.stream_error_type().to_string(),
                 message: format!("upstream: {}", err.message),
@@ -249,21 +440,63 @@ impl SessionActor {
             };
             return self.fail(error, ctx);
         }
+        let step = self.plan.after_failure(&err, &mut rand::rng());
         self.last_error = Some((err, deployment));
-        self.dispatch(ctx);
+        self.step(step, ctx);
     }
+
+    /// No attempt left (gateway.md §7.5).
+    fn give_up(&mut self, ctx: &mut Context<Self>) {
+        let error = match &self.last_error {
+            None => {
+                let until = self.skipped_until.unwrap_or_else(Instant::now);
+                GatewayError::Overloaded {
+                    message: format!(
+                        "no deployment of model \"{}\" is available",
+                        self.init.model.id()
+                    ),
+                    retry_after: until
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_secs(1)),
+                }
+            }
+            Some((e, deployment)) => {
+                let last = match e.status {
+                    Some(s) => format!("{s} from {deployment}"),
+                    None => format!("{} ({deployment})", e.message),
+                };
+                let n = self.plan.started;
+                GatewayError::UpstreamFailed {
+                    message: format!(
+                        "all {n} upstream attempt{} failed; last: {last}",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                    transient: matches!(
+                        e.class,
+                        FailureClass::Transient | FailureClass::RateLimited
+                    ),
+                }
+            }
+        };
+        self.fail(error, ctx);
+    }
+
+    // ----- upstream events --------------------------------------------------------------------
 
     fn on_message(&mut self, msg: UpstreamMessage, ctx: &mut Context<Self>) {
         self.usage = msg.usage;
         self.stop_reason = msg.stop_reason;
+        if let Some(d) = &mut self.debug {
+            d.received(&msg.body);
+        }
+        self.close_attempt(Verdict::Success, Some(200), None, ctx);
+        self.first_byte = Some(self.init.received_at.elapsed());
+        let body = match self.debug_value() {
+            Some(debug) => with_debug(&msg.body, &debug),
+            None => msg.body,
+        };
         let headers = std::mem::take(&mut self.headers);
-        self.answer(
-            SessionHead::Json {
-                body: msg.body,
-                headers,
-            },
-            ctx,
-        );
+        self.answer(SessionHead::Json { body, headers }, ctx);
         self.finish(200, None, ctx);
     }
 
@@ -272,6 +505,7 @@ impl SessionActor {
         let (tx, rx) = mpsc::channel(CLIENT_CHANNEL);
         let headers = std::mem::take(&mut self.headers);
         self.first_byte = Some(self.init.received_at.elapsed());
+        self.trace("stream.open");
         self.out = Some(ClientWriter {
             tx,
             backlog: VecDeque::new(),
@@ -290,8 +524,12 @@ impl SessionActor {
             self.open_stream(ctx);
         }
         let mut buf = BytesMut::new();
-        let mut terminal = None;
-        for frame in &frames {
+        let mut completed = false;
+        let mut error_type = None;
+        for frame in frames {
+            if let Some(d) = &mut self.debug {
+                d.received(&frame.data);
+            }
             match frame.kind {
                 EventKind::MessageStart => {
                     if let Ok(s) = serde_json::from_slice::<MessageStartSummary>(&frame.data) {
@@ -309,21 +547,57 @@ impl SessionActor {
                             self.stop_reason = d.delta.stop_reason;
                         }
                     }
+                    if self.debug.is_some() {
+                        if let Some(prev) = self.held_delta.replace(frame) {
+                            buf.extend_from_slice(&prev.encode());
+                        }
+                        continue;
+                    }
                 }
-                EventKind::MessageStop => terminal = Some((200, None)),
-                EventKind::Error => terminal = Some((200, Some(error_frame_type(&frame.data)))),
+                EventKind::MessageStop => completed = true,
+                EventKind::Error => error_type = Some(error_frame_type(&frame.data)),
                 _ => {}
             }
+            if let Some(held) = self.held_delta.take() {
+                if completed {
+                    // The final message_delta: it carries the debug object.
+                    self.close_attempt(Verdict::Success, Some(200), None, ctx);
+                    buf.extend_from_slice(&self.final_delta_with_debug(&held).encode());
+                } else {
+                    buf.extend_from_slice(&held.encode());
+                }
+            }
             buf.extend_from_slice(&frame.encode());
-            if terminal.is_some() {
+            if completed || error_type.is_some() {
                 break;
             }
         }
         if !buf.is_empty() {
             self.write(buf.freeze(), ctx);
         }
-        if let Some((status, error_type)) = terminal {
-            self.finish(status, error_type, ctx);
+        if completed {
+            self.close_attempt(Verdict::Success, Some(200), None, ctx);
+            self.finish(200, None, ctx);
+        } else if let Some(t) = error_type {
+            // The upstream reported the failure in-band; the stream has started, so it stands.
+            self.close_attempt(Verdict::Failure, Some(200), Some("stream_error"), ctx);
+            self.finish(200, Some(t), ctx);
+        }
+    }
+
+    fn final_delta_with_debug(&self, held: &Frame) -> Frame {
+        let Some(debug) = self.debug_value() else {
+            return held.clone();
+        };
+        match serde_json::from_slice::<serde_json::Map<String, Value>>(&held.data) {
+            Ok(mut obj) => {
+                obj.insert("debug".into(), debug);
+                Frame::new(
+                    EventKind::MessageDelta,
+                    serde_json::to_vec(&obj).expect("serializes"),
+                )
+            }
+            Err(_) => held.clone(),
         }
     }
 
@@ -335,22 +609,34 @@ impl SessionActor {
         self.on_failed(err, ctx);
     }
 
+    // ----- answering --------------------------------------------------------------------------
+
     /// Answers with an error: an HTTP error before the first byte, an `event: error` frame after.
     fn fail(&mut self, error: GatewayError, ctx: &mut Context<Self>) {
-        let status = if self.head.is_some() {
-            error.status().as_u16()
-        } else {
-            200
-        };
-        let error_type = Some(error.error_type().to_string());
-        if self.head.is_some() {
-            let headers = std::mem::take(&mut self.headers);
-            self.answer(SessionHead::Error { error, headers }, ctx);
-        } else {
-            let frame = error.sse_frame(&self.init.request_id);
-            self.write(frame, ctx);
+        if self.outcome.is_some() {
+            return;
         }
-        self.finish(status, error_type, ctx);
+        // An attempt still running (the total timeout fired) says nothing about its deployment.
+        self.close_attempt(Verdict::Abandoned, None, Some("abandoned"), ctx);
+        let error_type = Some(error.error_type().to_string());
+        let debug = self.debug_value();
+        if self.head.is_some() {
+            let status = error.status().as_u16();
+            let headers = std::mem::take(&mut self.headers);
+            self.answer(
+                SessionHead::Error {
+                    error,
+                    headers,
+                    debug,
+                },
+                ctx,
+            );
+            self.finish(status, error_type, ctx);
+        } else {
+            let frame = error.sse_frame(&self.init.request_id, debug.as_ref());
+            self.write(frame, ctx);
+            self.finish(200, error_type, ctx);
+        }
     }
 
     fn answer(&mut self, head: SessionHead, ctx: &mut Context<Self>) {
@@ -365,9 +651,7 @@ impl SessionActor {
     fn finish(&mut self, status: u16, error_type: Option<String>, ctx: &mut Context<Self>) {
         if self.outcome.is_none() {
             self.outcome = Some(Outcome { status, error_type });
-        }
-        if let Some(a) = self.attempt.take() {
-            ctx.cancel_future(a.handle);
+            self.reconcile_tokens();
         }
         match &mut self.out {
             Some(w) if w.waiting => w.closing = true,
@@ -378,16 +662,78 @@ impl SessionActor {
         }
     }
 
+    /// The key's token balance was debited an estimate at admission; settle it with the real usage.
+    fn reconcile_tokens(&mut self) {
+        if self.init.key.limits.tokens_per_minute == 0 {
+            return;
+        }
+        let used = self.usage.rate_limited_tokens() as i64;
+        let tokens = used - self.init.token_estimate as i64;
+        if tokens != 0 {
+            self.workers.limiter.do_send(Debit {
+                key: self.init.key.clone(),
+                tokens,
+            });
+        }
+    }
+
     fn client_gone(&mut self, ctx: &mut Context<Self>) {
         if self.outcome.is_none() {
             self.outcome = Some(Outcome {
                 status: 499,
                 error_type: Some("client_closed".into()),
             });
+            self.reconcile_tokens();
         }
+        self.close_attempt(Verdict::Abandoned, None, Some("abandoned"), ctx);
         self.out = None;
         ctx.stop();
     }
+
+    fn debug_value(&self) -> Option<Value> {
+        let d = self.debug.as_ref()?;
+        let now = Instant::now();
+        let upstream = match self.upstream_start {
+            Some(s) => self
+                .upstream_end
+                .unwrap_or(now)
+                .saturating_duration_since(s),
+            None => Duration::ZERO,
+        };
+        let candidates: Vec<String> = self
+            .init
+            .candidates
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let chosen = self.chosen.as_ref().map(|c| {
+            (
+                c.provider.name(),
+                c.name.as_str(),
+                c.upstream_model.as_str(),
+            )
+        });
+        let summary = Summary {
+            request_id: &self.init.request_id,
+            strictness: self.init.strictness.as_str(),
+            warnings: &self.init.warnings,
+            rounds: self.round,
+            model: &self.init.request.model,
+            candidates: &candidates,
+            sort: self.init.sort,
+            attempts: &self.attempt_log,
+            chosen,
+            timings: Timings {
+                total: self.init.received_at.elapsed(),
+                upstream,
+                tools: Duration::ZERO,
+                ttft: self.first_byte,
+            },
+        };
+        Some(d.build(&summary, self.stream()))
+    }
+
+    // ----- the client channel -----------------------------------------------------------------
 
     /// Queues bytes for the client, parking the actor (not the thread) while the channel is full.
     fn write(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
@@ -441,6 +787,18 @@ impl SessionActor {
     }
 }
 
+/// A JSON body with a top-level `debug` member added, other members untouched.
+fn with_debug(body: &[u8], debug: &Value) -> Bytes {
+    match serde_json::from_slice::<crate::protocol::request::RawFields>(body) {
+        Ok(mut fields) => {
+            let raw = serde_json::value::to_raw_value(debug).expect("serializes");
+            fields.insert("debug".into(), raw);
+            Bytes::from(serde_json::to_vec(&fields).expect("serializes"))
+        }
+        Err(_) => Bytes::copy_from_slice(body),
+    }
+}
+
 /// The `error.type` of an upstream `event: error` frame.
 fn error_frame_type(data: &[u8]) -> String {
     #[derive(serde::Deserialize)]
@@ -463,18 +821,30 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let cfg = &self.state.config;
         if self.stream() {
-            let interval = Duration::from_millis(self.state.config.stream.ping_interval_ms);
+            let interval = Duration::from_millis(cfg.stream.ping_interval_ms);
             ctx.run_interval(interval, |act, ctx| act.ping(ctx));
         }
+        ctx.run_later(cfg.timeouts.total(), |act, ctx| {
+            let ms = act.state.config.timeouts.total_ms;
+            act.trace("timeout.total");
+            act.fail(
+                GatewayError::Timeout(format!("request exceeded timeouts.total_ms ({ms} ms)")),
+                ctx,
+            );
+        });
         let admit = self.workers.limiter.send(Admit {
             key: self.init.key.clone(),
+            estimate: self.init.token_estimate,
         });
         ctx.wait(admit.into_actor(self).map(|res, act, ctx| match res {
             Ok(Ok(admission)) => {
                 act._permit = admission.permit;
                 act.headers.extend(admission.headers);
-                act.dispatch(ctx);
+                act.trace("admitted");
+                let step = act.plan.next_candidate();
+                act.step(step, ctx);
             }
             Ok(Err(refusal)) => {
                 act.headers.extend(refusal.headers);
@@ -488,6 +858,13 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(a) = self.attempt.take() {
+            if a.probe {
+                a.deployment
+                    .breaker
+                    .record(Verdict::Abandoned, Instant::now());
+            }
+        }
         let outcome = self.outcome.take().unwrap_or(Outcome {
             status: 500,
             error_type: Some("api_error".into()),
@@ -497,10 +874,11 @@ impl Actor for SessionActor {
             key = %self.init.key.name,
             session_id = self.init.session_id.as_deref().unwrap_or(""),
             model = %self.init.model.id(),
+            deployment = self.chosen.as_ref().map(|d| d.name.as_str()).unwrap_or(""),
             stream = self.stream(),
             status = outcome.status,
             error_type = outcome.error_type.as_deref().unwrap_or(""),
-            attempts = self.attempts,
+            attempts = self.plan.started,
             stop_reason = self.stop_reason.as_deref().unwrap_or(""),
             input_tokens = self.usage.input_tokens,
             output_tokens = self.usage.output_tokens,
@@ -513,13 +891,36 @@ impl Actor for SessionActor {
 
 impl StreamHandler<Upstream> for SessionActor {
     fn handle(&mut self, Upstream(id, event): Upstream, ctx: &mut Context<Self>) {
+        let stream = self.stream();
+        let idle = self.state.config.timeouts.idle();
         let Some(attempt) = self.attempt.as_mut().filter(|a| a.id == id) else {
             return;
         };
-        attempt.answered = true;
+        let now = Instant::now();
+        attempt.last_event = now;
         match event {
+            Some(ProviderEvent::Sent(sent)) => {
+                let round = self.round;
+                if let Some(d) = &mut self.debug {
+                    d.sent(round, &sent);
+                }
+            }
+            Some(ProviderEvent::Accepted {
+                upstream_request_id,
+            }) => {
+                attempt.accepted = true;
+                attempt.upstream_request_id = upstream_request_id;
+            }
             Some(ProviderEvent::Message(m)) => self.on_message(m, ctx),
-            Some(ProviderEvent::Frames(f)) => self.on_frames(f, ctx),
+            Some(ProviderEvent::Frames(f)) => {
+                if attempt.first_event.is_none() {
+                    attempt.first_event = Some(now);
+                    if stream {
+                        ctx.run_later(idle, move |act, ctx| act.check_idle(id, ctx));
+                    }
+                }
+                self.on_frames(f, ctx)
+            }
             Some(ProviderEvent::End) => self.on_end(ctx),
             Some(ProviderEvent::Failed(e)) => self.on_failed(e, ctx),
             None => self.on_failed(

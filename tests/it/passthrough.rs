@@ -166,7 +166,10 @@ async fn upstream_failure_mid_stream_is_an_error_frame_last() {
 #[actix_web::test]
 async fn upstream_http_errors_become_envelopes() {
     let up = MockUpstream::anthropic();
-    let gw = TestGateway::start(&base_config(&up.url));
+    // A breaker that never opens here: this test counts attempts.
+    let gw = TestGateway::start(
+        &(base_config(&up.url) + "\n[circuit_breaker]\nconsecutive_failures = 100\n"),
+    );
     for stream in [false, true] {
         let v = post(&gw.url, &request("up-error-400", stream))
             .await
@@ -176,7 +179,7 @@ async fn upstream_http_errors_become_envelopes() {
         let v = res.assert_error(502, "api_error");
         assert_eq!(
             v["error"]["message"],
-            "all 1 upstream attempt failed; last: 500 from up/error-500"
+            "all 3 upstream attempts failed; last: 500 from up/error-500"
         );
         assert_eq!(res.header("x-should-retry"), Some("true"));
         post(&gw.url, &request("up-error-529", stream))

@@ -38,6 +38,10 @@ pub fn base_config(upstream: &str) -> String {
 listen = "127.0.0.1:0"
 workers = 1
 
+[retry]
+base_delay_ms = 5
+max_delay_ms = 20
+
 [[auth.keys]]
 name = "test"
 secret_sha256 = "{hash}"
@@ -102,6 +106,7 @@ pub fn parse_config(text: &str) -> Config {
 /// A gateway running inside the test's actix system.
 pub struct TestGateway {
     pub url: String,
+    pub state: std::sync::Arc<aigw::state::AppState>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -111,16 +116,58 @@ impl TestGateway {
     }
 
     pub fn start_config(config: Config) -> Self {
+        capture_logs();
         let gw = aigw::start(config).expect("gateway starts");
         let url = gw.url();
         let handle = gw.server.handle();
+        let state = gw.state.clone();
         actix_web::rt::spawn(gw.server);
-        Self { url, handle }
+        Self { url, state, handle }
+    }
+
+    /// A deployment's circuit state.
+    pub fn circuit(&self, model: &str, deployment: usize) -> aigw::routing::CircuitState {
+        let m = self.state.models.resolve(model).expect("model exists");
+        m.deployments[deployment]
+            .breaker
+            .state(std::time::Instant::now())
     }
 
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
+}
+
+/// Everything the gateways of this test binary logged (all tests share one subscriber).
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Routes the gateway's logs (debug level and up) into [`logs`].
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("aigw=debug,info"))
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+/// The logs captured so far.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
 }
 
 pub fn client() -> awc::Client {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -55,6 +55,10 @@ pub enum Reply {
     },
     /// Accept the connection and never answer.
     Hang,
+    /// Send the head and `prefix` of a body with this content type, then `end`.
+    Partial(&'static str, Bytes, End),
+    /// A body sent in pieces, `delay` apart, then closed.
+    Trickle(&'static str, Vec<Bytes>, Duration),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -207,6 +211,33 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<State>) -> HttpR
         Reply::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        Reply::Partial(ct, prefix, end) => {
+            let rest = stream::once(async move { Ok::<_, actix_web::Error>(prefix) }).chain(
+                stream::once(async move {
+                    match end {
+                        End::Close => Ok(Bytes::new()),
+                        End::Reset => Err(actix_web::error::ErrorInternalServerError("reset")),
+                        End::Hang => {
+                            std::future::pending::<()>().await;
+                            Ok(Bytes::new())
+                        }
+                    }
+                }),
+            );
+            let paced = rest.then(|item| async move {
+                // Let the prefix reach the socket before a reset.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                item
+            });
+            HttpResponse::Ok().content_type(ct).streaming(paced)
+        }
+        Reply::Trickle(ct, pieces, delay) => {
+            let items = stream::iter(pieces).then(move |p| async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, actix_web::Error>(p)
+            });
+            HttpResponse::Ok().content_type(ct).streaming(items)
         }
         Reply::Sse { chunks, delay, end } => {
             let guard = DropGuard {
