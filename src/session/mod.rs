@@ -212,22 +212,21 @@ impl SessionActor {
     // ----- attempts ---------------------------------------------------------------------------
 
     fn step(&mut self, step: Step, ctx: &mut Context<Self>) {
-        match step {
-            Step::Try { deployment, delay } if delay.is_zero() => {
-                self.start_attempt(deployment, ctx)
-            }
-            Step::Try { deployment, delay } => {
-                if let Some(last) = self.attempt_log.last_mut() {
-                    last.retry_in = Some(delay);
-                }
-                let deadline = self.init.received_at + self.state.config.timeouts.total();
-                if Instant::now() + delay >= deadline {
-                    return self.give_up(ctx);
-                }
-                ctx.run_later(delay, move |act, ctx| act.start_attempt(deployment, ctx));
-            }
-            Step::Stop => self.give_up(ctx),
+        let Step::Try { deployment, delay } = step else {
+            return self.give_up(ctx);
+        };
+        // The previous attempt (if any) is followed by this one after `delay`.
+        if let Some(last) = self.attempt_log.last_mut() {
+            last.retry_in.get_or_insert(delay);
         }
+        if delay.is_zero() {
+            return self.start_attempt(deployment, ctx);
+        }
+        let deadline = self.init.received_at + self.state.config.timeouts.total();
+        if Instant::now() + delay >= deadline {
+            return self.give_up(ctx);
+        }
+        ctx.run_later(delay, move |act, ctx| act.start_attempt(deployment, ctx));
     }
 
     /// Sends an attempt to the deployment's provider actor on this worker.

@@ -7,3 +7,4 @@ mod errors;
 mod mock_provider;
 mod passthrough;
 mod resilience;
+mod routing;

@@ -39,6 +39,16 @@ impl Recorded {
     pub fn stream(&self) -> bool {
         self.json()["stream"].as_bool().unwrap_or(false)
     }
+
+    /// This request as if it had asked for another upstream model.
+    pub fn clone_with_model(&self, model: &str) -> Recorded {
+        let mut v = self.json();
+        v["model"] = Value::String(model.to_string());
+        Recorded {
+            body: Bytes::from(v.to_string()),
+            ..self.clone()
+        }
+    }
 }
 
 /// How the upstream answers one request.
