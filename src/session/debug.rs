@@ -156,7 +156,8 @@ impl DebugRecorder {
                 "total_ms": ms(t.total),
                 "upstream_ms": ms(t.upstream),
                 "tools_ms": ms(t.tools),
-                "overhead_ms": ms(t.total.saturating_sub(t.upstream)),
+                // From the rounded figures, so the three always add up.
+                "overhead_ms": ms(t.total).saturating_sub(ms(t.upstream)),
                 "ttft_ms": t.ttft.map(ms),
             }),
         );
