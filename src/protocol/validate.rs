@@ -347,11 +347,13 @@ pub fn validate(
     };
 
     let max_tokens = match c.parse(&fields, "max_tokens") {
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v >= 1) => n.as_u64().unwrap_or(0),
-        Some(_) => {
-            c.fail(&At::root("max_tokens"), "must be an integer >= 1");
-            0
-        }
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => n,
+            _ => {
+                c.fail(&At::root("max_tokens"), "must be an integer >= 1");
+                0
+            }
+        },
         None => {
             c.fail(&At::root("max_tokens"), "field required");
             0
@@ -382,7 +384,7 @@ pub fn validate(
     if let Some(tc) = &tool_choice {
         c.tool_choice(tc, &declared);
     }
-    drop(declared);
+    drop(declared); // it borrows `tools`, which moves into the request
 
     let system = c.parse_opt(&fields, "system");
     if let Some(s) = &system {

@@ -4,5 +4,6 @@ mod common;
 
 mod auth;
 mod errors;
+mod malformed;
 mod mock_provider;
 mod passthrough;
