@@ -5,6 +5,7 @@ mod common;
 mod auth;
 mod binary;
 mod errors;
+mod malformed;
 mod mock_provider;
 mod passthrough;
 mod resilience;
