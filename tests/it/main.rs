@@ -6,3 +6,4 @@ mod auth;
 mod errors;
 mod mock_provider;
 mod passthrough;
+mod sdk;
