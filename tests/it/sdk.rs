@@ -12,9 +12,12 @@ use std::time::Duration;
 use crate::common::upstream::MockUpstream;
 use crate::common::*;
 
-/// One way the gateway reaches a model: the models playing each role in the SDK suites.
+/// One way the gateway reaches a model: the models playing each role in the SDK suites. A new
+/// kind of upstream is one more entry in [`TARGETS`] (plus its mock server, if it needs one).
 struct Target {
     name: &'static str,
+    /// Providers and models this target adds to `base_config` (TOML).
+    config: &'static str,
     /// A plain text reply.
     text: &'static str,
     /// A `get_weather` call whose `input_json_delta` fragments split the JSON awkwardly.
@@ -31,39 +34,19 @@ const TARGETS: [Target; 2] = [
     // The scripted Anthropic upstream (`by_model` in common/upstream.rs) behind passthrough.
     Target {
         name: "anthropic",
+        config: "", // base_config routes `up-<name>` to the scripted upstream model `<name>`.
         text: "up-text",
         tool: "up-tool",
         error_500: "up-error-500",
         midstream: "up-midstream",
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
     },
-    // The built-in mock provider: it fills the required properties of the suites' `get_weather`
-    // schema (string → "mock", enum → its first value, array → []).
+    // The built-in mock provider, in 3-char chunks so the tool JSON splits inside keys and
+    // strings. It fills the required properties of the suites' `get_weather` schema (string →
+    // "mock", enum → its first value, array → []).
     Target {
         name: "mock",
-        text: "sdk-mock-text",
-        tool: "sdk-mock-tool",
-        error_500: "sdk-mock-error-500",
-        midstream: "sdk-mock-midstream",
-        expect_tool_input: r#"{"city":"mock","unit":"célsius","days":[]}"#,
-    },
-];
-
-/// `max_body_bytes` of the gateway under test; the suites send ~100 KB to provoke a 413.
-const MAX_BODY_BYTES: usize = 65_536;
-/// An SDK suite that runs longer than this has hung.
-const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn limited_key(target: &Target) -> String {
-    format!("sk-limited-{}", target.name)
-}
-
-/// `base_config` plus the mock target (a mock provider with 3-char chunks, so tool JSON splits
-/// inside keys and strings) and one `requests_per_minute = 1` key per target.
-fn sdk_config(upstream: &str) -> aigw::Config {
-    let mut text = base_config(upstream);
-    text.push_str(
-        r#"
+        config: r#"
 [[providers]]
 name = "sdk-mock"
 kind = "mock"
@@ -86,8 +69,29 @@ deployments = [{ provider = "sdk-mock", model = "error-500" }]
 id = "sdk-mock-midstream"
 deployments = [{ provider = "sdk-mock", model = "error-midstream" }]
 "#,
-    );
+        text: "sdk-mock-text",
+        tool: "sdk-mock-tool",
+        error_500: "sdk-mock-error-500",
+        midstream: "sdk-mock-midstream",
+        expect_tool_input: r#"{"city":"mock","unit":"célsius","days":[]}"#,
+    },
+];
+
+/// `max_body_bytes` of the gateway under test; the suites send ~100 KB to provoke a 413.
+const MAX_BODY_BYTES: usize = 65_536;
+/// An SDK suite that runs longer than this has hung.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn limited_key(target: &Target) -> String {
+    format!("sk-limited-{}", target.name)
+}
+
+/// `base_config` plus every target's providers and models, and one `requests_per_minute = 1`
+/// key per target (each suite run spends its own).
+fn sdk_config(upstream: &str) -> aigw::Config {
+    let mut text = base_config(upstream);
     for target in &TARGETS {
+        text.push_str(target.config);
         text.push_str(&format!(
             "\n[[auth.keys]]\nname = \"limited-{}\"\nsecret_sha256 = \"{}\"\nrequests_per_minute = 1\n",
             target.name,
