@@ -5,7 +5,7 @@
 //! suites are child processes awaited through `tokio::process`, so the system thread keeps
 //! serving them. `./scripts/test.sh` installs both SDKs; without them these tests fail.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -115,34 +115,32 @@ enum Sdk {
 }
 
 impl Sdk {
-    /// The suite's command, run from the repository root.
+    /// The suite's command, run from the repository root. Fails the test when the SDK is not
+    /// installed: a missing SDK must never look like a pass.
     fn command(self, root: &Path) -> tokio::process::Command {
-        let (installed, program, args): (PathBuf, PathBuf, &[&str]) = match self {
-            Sdk::Python => (
-                root.join(".venv/bin/python"),
-                root.join(".venv/bin/python"),
-                &[
-                    "-m",
-                    "pytest",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    "tests/sdk/python",
-                ],
-            ),
-            Sdk::TypeScript => (
-                root.join("tests/sdk/ts/node_modules/@anthropic-ai/sdk/package.json"),
-                PathBuf::from("node"),
-                &["--test", "tests/sdk/ts/sdk.test.mjs"],
-            ),
+        let (installed, mut cmd) = match self {
+            Sdk::Python => {
+                let python = root.join(".venv/bin/python");
+                let mut cmd = tokio::process::Command::new(&python);
+                cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+                    .arg("tests/sdk/python");
+                (python, cmd)
+            }
+            Sdk::TypeScript => {
+                let mut cmd = tokio::process::Command::new("node");
+                cmd.args(["--test", "tests/sdk/ts/sdk.test.mjs"]);
+                (
+                    root.join("tests/sdk/ts/node_modules/@anthropic-ai/sdk/package.json"),
+                    cmd,
+                )
+            }
         };
         assert!(
             installed.exists(),
             "{} is missing: run ./scripts/test.sh, which installs the SDK test dependencies",
             installed.display()
         );
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args).current_dir(root);
+        cmd.current_dir(root);
         cmd
     }
 }
