@@ -29,6 +29,17 @@ REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 
+MESSAGE_FIELDS = {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"}
+USAGE_FIELDS = {
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cache_creation",
+    "server_tool_use",
+    "service_tier",
+}
+
 # The mock provider fills required properties (strings "mock", enums their first value, arrays
 # []), so this schema decides the mock target's EXPECT_TOOL_INPUT.
 WEATHER_TOOL = {
@@ -88,6 +99,9 @@ def test_create_text():
     assert message.stop_reason == "end_turn"
     assert message.stop_sequence is None
     assert_usage(message.usage)
+    # messages-api.md §4: every field is on the wire (null where unknown).
+    assert MESSAGE_FIELDS <= message.to_dict().keys(), message.to_dict()
+    assert USAGE_FIELDS <= message.usage.to_dict().keys(), message.usage.to_dict()
     assert_request_id(message._request_id)
     assert message._request_id == raw.headers["request-id"]
 

@@ -39,6 +39,16 @@ const EXPECT_TOOL_INPUT = JSON.parse(env('EXPECT_TOOL_INPUT'));
 const REQUEST_ID = /^req_[0-9A-HJKMNP-TV-Z]{26}$/;
 
 const HELLO = [{ role: 'user', content: 'Hello there' }];
+const MESSAGE_FIELDS = ['id', 'type', 'role', 'model', 'content', 'stop_reason', 'stop_sequence', 'usage'];
+const USAGE_FIELDS = [
+  'input_tokens',
+  'output_tokens',
+  'cache_creation_input_tokens',
+  'cache_read_input_tokens',
+  'cache_creation',
+  'server_tool_use',
+  'service_tier',
+];
 const WEATHER_QUESTION = [{ role: 'user', content: 'What is the weather in Lyon?' }];
 
 // The mock provider fills required properties (strings "mock", enums their first value, arrays
@@ -120,6 +130,9 @@ test('messages.create: text', async () => {
   assert.equal(message.stop_reason, 'end_turn');
   assert.equal(message.stop_sequence, null);
   assertUsage(message.usage);
+  // messages-api.md §4: every field is on the wire (null where unknown).
+  for (const field of MESSAGE_FIELDS) assert.ok(field in message, `message.${field} is missing`);
+  for (const field of USAGE_FIELDS) assert.ok(field in message.usage, `usage.${field} is missing`);
   assertRequestId(message._request_id);
   assert.equal(message._request_id, response.headers.get('request-id'));
 });
