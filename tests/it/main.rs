@@ -10,3 +10,4 @@ mod mock_provider;
 mod passthrough;
 mod resilience;
 mod routing;
+mod sdk;

@@ -1,0 +1,219 @@
+//! The official Anthropic SDKs are the judges of conformance: their own test suites
+//! (`tests/sdk/python`, `tests/sdk/ts`) run unchanged against the gateway, once per target.
+//!
+//! The gateway and its upstreams run inside this test's actix system on 127.0.0.1:0; the SDK
+//! suites are child processes awaited through `tokio::process`, so the system thread keeps
+//! serving them. `./scripts/test.sh` installs both SDKs; without them these tests fail.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::upstream::MockUpstream;
+use crate::common::*;
+
+/// One way the gateway reaches a model: the models playing each role in the SDK suites. A new
+/// kind of upstream is one more entry in [`TARGETS`] (plus its mock server, if it needs one).
+struct Target {
+    name: &'static str,
+    /// Providers and models this target adds to `base_config` (TOML).
+    config: &'static str,
+    /// A plain text reply.
+    text: &'static str,
+    /// A `get_weather` call whose `input_json_delta` fragments split the JSON awkwardly.
+    tool: &'static str,
+    /// The upstream fails with 500 (→ 502).
+    error_500: &'static str,
+    /// The stream fails after its first text delta.
+    midstream: &'static str,
+    /// What the tool call's input must parse to.
+    expect_tool_input: &'static str,
+}
+
+const TARGETS: [Target; 2] = [
+    // The scripted Anthropic upstream (`by_model` in common/upstream.rs) behind passthrough.
+    Target {
+        name: "anthropic",
+        config: "", // base_config routes `up-<name>` to the scripted upstream model `<name>`.
+        text: "up-text",
+        tool: "up-tool",
+        error_500: "up-error-500",
+        midstream: "up-midstream",
+        expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
+    },
+    // The built-in mock provider, in 3-char chunks so the tool JSON splits inside keys and
+    // strings. It fills the required properties of the suites' `get_weather` schema (string →
+    // "mock", enum → its first value, array → []).
+    Target {
+        name: "mock",
+        config: r#"
+[[providers]]
+name = "sdk-mock"
+kind = "mock"
+tool_mode = "auto"
+chunk_chars = 3
+
+[[models]]
+id = "sdk-mock-text"
+deployments = [{ provider = "sdk-mock", model = "mock-1" }]
+
+[[models]]
+id = "sdk-mock-tool"
+deployments = [{ provider = "sdk-mock", model = "mock-1" }]
+
+[[models]]
+id = "sdk-mock-error-500"
+deployments = [{ provider = "sdk-mock", model = "error-500" }]
+
+[[models]]
+id = "sdk-mock-midstream"
+deployments = [{ provider = "sdk-mock", model = "error-midstream" }]
+"#,
+        text: "sdk-mock-text",
+        tool: "sdk-mock-tool",
+        error_500: "sdk-mock-error-500",
+        midstream: "sdk-mock-midstream",
+        expect_tool_input: r#"{"city":"mock","unit":"célsius","days":[]}"#,
+    },
+];
+
+/// `max_body_bytes` of the gateway under test; the suites send ~100 KB to provoke a 413.
+const MAX_BODY_BYTES: usize = 65_536;
+/// An SDK suite that runs longer than this has hung.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn limited_key(target: &Target) -> String {
+    format!("sk-limited-{}", target.name)
+}
+
+/// `base_config` plus every target's providers and models, and one `requests_per_minute = 1`
+/// key per target (each suite run spends its own).
+fn sdk_config(upstream: &str) -> aigw::Config {
+    let mut text = base_config(upstream);
+    for target in &TARGETS {
+        text.push_str(target.config);
+        text.push_str(&format!(
+            "\n[[auth.keys]]\nname = \"limited-{}\"\nsecret_sha256 = \"{}\"\nrequests_per_minute = 1\n",
+            target.name,
+            key_hash(&limited_key(target)),
+        ));
+    }
+    let mut config = parse_config(&text);
+    config.server.max_body_bytes = MAX_BODY_BYTES;
+    // The suites provoke upstream failures on purpose: each must reach the client as it is,
+    // neither retried nor turned into 529 by an open circuit.
+    config.retry.max_retries = 0;
+    config.circuit_breaker.consecutive_failures = u32::MAX;
+    config.circuit_breaker.min_requests = u32::MAX;
+    config
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Sdk {
+    Python,
+    TypeScript,
+}
+
+impl Sdk {
+    /// The suite's command, run from the repository root. Fails the test when the SDK is not
+    /// installed: a missing SDK must never look like a pass.
+    fn command(self, root: &Path) -> tokio::process::Command {
+        let (installed, mut cmd) = match self {
+            Sdk::Python => {
+                let python = root.join(".venv/bin/python");
+                let mut cmd = tokio::process::Command::new(&python);
+                cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+                    .arg("tests/sdk/python");
+                (python, cmd)
+            }
+            Sdk::TypeScript => {
+                let mut cmd = tokio::process::Command::new("node");
+                cmd.args(["--test", "tests/sdk/ts/sdk.test.mjs"]);
+                (
+                    root.join("tests/sdk/ts/node_modules/@anthropic-ai/sdk/package.json"),
+                    cmd,
+                )
+            }
+        };
+        assert!(
+            installed.exists(),
+            "{} is missing: run ./scripts/test.sh, which installs the SDK test dependencies",
+            installed.display()
+        );
+        cmd.current_dir(root);
+        cmd
+    }
+}
+
+/// Runs one SDK suite against every target and fails with the output of each failed run.
+async fn run_suite(sdk: Sdk) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let upstream = MockUpstream::anthropic();
+    let gw = TestGateway::start_config(sdk_config(&upstream.url));
+    // The targets use disjoint models and keys, so their runs may overlap (an SDK import alone
+    // takes seconds).
+    let runs = TARGETS
+        .iter()
+        .map(|target| run_target(sdk, root, &gw.url, target));
+    let failures: Vec<String> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    gw.stop().await;
+    upstream.stop().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// One run of `sdk`'s suite against `target`: `Err` holds the report of a failure.
+async fn run_target(sdk: Sdk, root: &Path, url: &str, target: &Target) -> Result<(), String> {
+    let mut cmd = sdk.command(root);
+    // Only what the suite is told: no credentials, base URL or proxy from the environment.
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy().to_ascii_lowercase();
+        if name.starts_with("anthropic_") || name.ends_with("_proxy") {
+            cmd.env_remove(&var);
+        }
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("GATEWAY_URL", url)
+        .env("GATEWAY_KEY", KEY)
+        .env("GATEWAY_LIMITED_KEY", limited_key(target))
+        .env("MODEL_TEXT", target.text)
+        .env("MODEL_TOOL", target.tool)
+        .env("MODEL_500", target.error_500)
+        .env("MODEL_MIDSTREAM", target.midstream)
+        .env("EXPECT_TOOL_INPUT", target.expect_tool_input)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let run = format!("{sdk:?} SDK suite against target {}", target.name);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("{run}: cannot start: {e}"))?;
+    let out = tokio::time::timeout(SUITE_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{run}: timed out after {SUITE_TIMEOUT:?}"))?
+        .map_err(|e| format!("{run}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "{run} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            out.status
+        ));
+    }
+    println!("{run}:\n{stdout}");
+    Ok(())
+}
+
+#[actix_web::test]
+async fn python_sdk_suite() {
+    run_suite(Sdk::Python).await;
+}
+
+#[actix_web::test]
+async fn typescript_sdk_suite() {
+    run_suite(Sdk::TypeScript).await;
+}

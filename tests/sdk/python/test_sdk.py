@@ -1,0 +1,275 @@
+"""The official Anthropic Python SDK against the gateway, unchanged but for its base URL.
+
+Run by `tests/it/sdk.rs` once per target, which sets (environment only):
+  GATEWAY_URL, GATEWAY_KEY, GATEWAY_LIMITED_KEY (requests_per_minute = 1, unused elsewhere),
+  MODEL_TEXT (a plain text reply), MODEL_TOOL (answers with a `get_weather` tool call),
+  MODEL_500 (the upstream fails with 500), MODEL_MIDSTREAM (the stream fails after its first
+  text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal).
+The same cases live in `tests/sdk/ts/sdk.test.mjs`; keep the two files in step.
+"""
+
+import json
+import os
+import re
+
+import anthropic
+import pytest
+
+URL = os.environ["GATEWAY_URL"]
+KEY = os.environ["GATEWAY_KEY"]
+LIMITED_KEY = os.environ["GATEWAY_LIMITED_KEY"]
+MODEL_TEXT = os.environ["MODEL_TEXT"]
+MODEL_TOOL = os.environ["MODEL_TOOL"]
+MODEL_500 = os.environ["MODEL_500"]
+MODEL_MIDSTREAM = os.environ["MODEL_MIDSTREAM"]
+EXPECT_TOOL_INPUT = json.loads(os.environ["EXPECT_TOOL_INPUT"])
+
+# `req_` + a 26-char ULID (Crockford base32), messages-api.md §2.3.
+REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
+
+HELLO = [{"role": "user", "content": "Hello there"}]
+
+MESSAGE_FIELDS = {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"}
+USAGE_FIELDS = {
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cache_creation",
+    "server_tool_use",
+    "service_tier",
+}
+
+# The mock provider fills required properties (strings "mock", enums their first value, arrays
+# []), so this schema decides the mock target's EXPECT_TOOL_INPUT.
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["célsius", "fahrenheit"]},
+            "days": {"type": "array", "items": {"type": "integer"}},
+        },
+        "required": ["city", "unit", "days"],
+    },
+}
+
+
+def client(**kwargs) -> anthropic.Anthropic:
+    options = {"api_key": KEY, "max_retries": 0, "timeout": 30.0}
+    options.update(kwargs)
+    return anthropic.Anthropic(base_url=URL, **options)
+
+
+def assert_request_id(value):
+    assert isinstance(value, str) and REQUEST_ID.match(value), f"request id {value!r}"
+
+
+def assert_usage(usage):
+    for field in ("input_tokens", "output_tokens"):
+        value = getattr(usage, field)
+        assert isinstance(value, int) and value >= 0, f"usage.{field} = {value!r}"
+    assert usage.output_tokens > 0, usage
+
+
+def assert_error_request_id(err: anthropic.APIStatusError):
+    assert_request_id(err.request_id)
+    assert isinstance(err.body, dict), err.body
+    assert err.body.get("request_id") == err.request_id, err.body
+
+
+def tool_use_block(message):
+    blocks = [b for b in message.content if b.type == "tool_use"]
+    assert len(blocks) == 1, message.content
+    return blocks[0]
+
+
+def test_create_text():
+    raw = client().messages.with_raw_response.create(
+        model=MODEL_TEXT, max_tokens=64, messages=HELLO
+    )
+    message = raw.parse()
+    assert message.id.startswith("msg_"), message.id
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.content and message.content[0].type == "text", message.content
+    assert message.content[0].text, message.content
+    assert message.stop_reason == "end_turn"
+    assert message.stop_sequence is None
+    assert_usage(message.usage)
+    # messages-api.md §4: every field is on the wire (null where unknown).
+    assert MESSAGE_FIELDS <= message.to_dict().keys(), message.to_dict()
+    assert USAGE_FIELDS <= message.usage.to_dict().keys(), message.usage.to_dict()
+    assert_request_id(message._request_id)
+    assert message._request_id == raw.headers["request-id"]
+
+
+def test_stream_text():
+    with client().messages.stream(model=MODEL_TEXT, max_tokens=64, messages=HELLO) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+        assert_request_id(stream.request_id)
+    assert len(pieces) >= 1 and all(pieces), pieces
+    assert final.id.startswith("msg_"), final.id
+    assert final.role == "assistant"
+    assert [b.type for b in final.content] == ["text"], final.content
+    assert final.content[0].text == "".join(pieces)
+    assert final.stop_reason == "end_turn"
+    assert_usage(final.usage)
+    # Both targets are deterministic: the stream carries the same text as the JSON reply.
+    message = client().messages.create(model=MODEL_TEXT, max_tokens=64, messages=HELLO)
+    assert final.content[0].text == message.content[0].text
+
+
+def test_stream_tool_use():
+    snapshots = []
+    with client().messages.stream(
+        model=MODEL_TOOL,
+        max_tokens=256,
+        messages=[{"role": "user", "content": "What is the weather in Lyon?"}],
+        tools=[WEATHER_TOOL],
+    ) as stream:
+        for event in stream:
+            if event.type == "input_json":
+                # The SDK re-parses the accumulated fragments as partial JSON on every delta.
+                assert isinstance(event.snapshot, dict), event.snapshot
+                snapshots.append(event.partial_json)
+        final = stream.get_final_message()
+    assert len(snapshots) >= 2, f"the input should arrive in several fragments: {snapshots}"
+    assert json.loads("".join(snapshots)) == EXPECT_TOOL_INPUT
+    block = tool_use_block(final)
+    assert block.name == "get_weather"
+    assert block.id.startswith("toolu_"), block.id
+    assert block.input == EXPECT_TOOL_INPUT
+    assert final.stop_reason == "tool_use"
+    assert_usage(final.usage)
+
+
+def test_create_tool_use():
+    message = client().messages.create(
+        model=MODEL_TOOL,
+        max_tokens=256,
+        messages=[{"role": "user", "content": "What is the weather in Lyon?"}],
+        tools=[WEATHER_TOOL],
+    )
+    block = tool_use_block(message)
+    assert block.name == "get_weather"
+    assert block.input == EXPECT_TOOL_INPUT
+    assert message.stop_reason == "tool_use"
+    assert_usage(message.usage)
+
+
+def sent_auth_headers(raw):
+    headers = raw.http_request.headers
+    return headers.get("x-api-key"), headers.get("authorization")
+
+
+def test_auth_api_key():
+    # Whatever header this SDK major sends for `api_key` (2.x: Authorization: Bearer).
+    raw = client(api_key=KEY).messages.with_raw_response.create(
+        model=MODEL_TEXT, max_tokens=16, messages=HELLO
+    )
+    x_api_key, authorization = sent_auth_headers(raw)
+    assert x_api_key == KEY or authorization == f"Bearer {KEY}", (x_api_key, authorization)
+    assert raw.parse().content
+
+
+def test_auth_x_api_key_header():
+    c = client(
+        api_key="sk-not-sent",
+        default_headers={"x-api-key": KEY, "Authorization": anthropic.omit},
+    )
+    raw = c.messages.with_raw_response.create(model=MODEL_TEXT, max_tokens=16, messages=HELLO)
+    assert sent_auth_headers(raw) == (KEY, None)
+    assert raw.parse().content
+
+
+def test_auth_bearer_token():
+    c = anthropic.Anthropic(base_url=URL, auth_token=KEY, max_retries=0, timeout=30.0)
+    raw = c.messages.with_raw_response.create(model=MODEL_TEXT, max_tokens=16, messages=HELLO)
+    assert sent_auth_headers(raw) == (None, f"Bearer {KEY}")
+    assert raw.parse().content
+
+
+def test_error_400_bad_request():
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client().messages.create(model=MODEL_TEXT, max_tokens=0, messages=HELLO)
+    assert e.value.status_code == 400
+    assert e.value.type == "invalid_request_error"
+    assert_error_request_id(e.value)
+
+
+def test_error_401_authentication():
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        client(api_key="sk-wrong-key").messages.create(
+            model=MODEL_TEXT, max_tokens=16, messages=HELLO
+        )
+    assert e.value.status_code == 401
+    assert e.value.type == "authentication_error"
+    assert_error_request_id(e.value)
+
+
+def test_error_404_not_found():
+    with pytest.raises(anthropic.NotFoundError) as e:
+        client().messages.create(model="no-such-model", max_tokens=16, messages=HELLO)
+    assert e.value.status_code == 404
+    assert e.value.type == "not_found_error"
+    assert_error_request_id(e.value)
+
+
+def test_error_413_request_too_large():
+    # The gateway under test is configured with max_body_bytes = 65536.
+    # ContentTooLargeError is the 2.x name; RequestTooLargeError is its deprecated alias.
+    with pytest.raises(anthropic.ContentTooLargeError) as e:
+        client().messages.create(
+            model=MODEL_TEXT,
+            max_tokens=16,
+            messages=[{"role": "user", "content": "x" * 100_000}],
+        )
+    assert e.value.status_code == 413
+    assert e.value.type == "request_too_large"
+    assert_error_request_id(e.value)
+
+
+def test_error_429_rate_limit():
+    c = client(api_key=LIMITED_KEY)
+    first = c.messages.create(model=MODEL_TEXT, max_tokens=16, messages=HELLO)
+    assert first.content
+    with pytest.raises(anthropic.RateLimitError) as e:
+        c.messages.create(model=MODEL_TEXT, max_tokens=16, messages=HELLO)
+    assert e.value.status_code == 429
+    assert e.value.type == "rate_limit_error"
+    assert int(e.value.response.headers["retry-after"]) >= 1
+    assert_error_request_id(e.value)
+
+
+def test_error_5xx_upstream_failure():
+    with pytest.raises(anthropic.InternalServerError) as e:
+        client().messages.create(model=MODEL_500, max_tokens=16, messages=HELLO)
+    assert e.value.status_code == 502
+    assert e.value.type == "api_error"
+    assert_error_request_id(e.value)
+    # A stream that fails before its first byte is a plain HTTP error too.
+    with pytest.raises(anthropic.InternalServerError) as e:
+        with client().messages.stream(model=MODEL_500, max_tokens=16, messages=HELLO) as stream:
+            stream.until_done()
+    assert e.value.status_code == 502
+    assert_error_request_id(e.value)
+
+
+def test_midstream_failure_raises_while_iterating():
+    texts = []
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with client().messages.stream(
+            model=MODEL_MIDSTREAM, max_tokens=64, messages=HELLO
+        ) as stream:
+            for text in stream.text_stream:
+                texts.append(text)
+    assert texts, "the failure comes after the first text delta"
+    err = e.value
+    assert err.status_code == 200, "the 200 head was already sent"
+    assert err.type == "api_error"
+    assert_request_id(err.request_id)
+    assert err.body["request_id"] == err.request_id, err.body
