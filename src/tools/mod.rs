@@ -379,7 +379,7 @@ mod tests {
                 o.tool_result("call_1"),
                 json!({"type":"tool_result","tool_use_id":"call_1","content":o.model_content,"is_error":true})
             );
-            assert_eq!(model_view(&o.block).unwrap().1, true);
+            assert!(model_view(&o.block).unwrap().1);
         }
     }
 

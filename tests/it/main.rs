@@ -8,3 +8,4 @@ mod mock_provider;
 mod passthrough;
 mod resilience;
 mod routing;
+mod tools;
