@@ -3,37 +3,47 @@
 //!
 //! # API for the session
 //!
-//! Pure parts (no I/O):
-//! - [`ToolSet::declare`]`(request_tools, &ToolsConfig, access: &dyn Fn(&str) -> ModelAccess)
-//!   -> Result<ToolSet, GatewayError>`: validates every `gateway:*` / `ai-stats:*` / native
-//!   `web_search_*` / `web_fetch_*` declaration (400 with exact `tools.N.<opt>` details; 403 for
-//!   an advisor model the key may not use). Per deployment (`native` = the provider's
-//!   `native_tools`):
-//!   - [`ToolSet::upstream_tools`]`(request_tools, native) -> Vec<Value>`: the `tools` array to
-//!     send (custom tools untouched and in order, gateway declarations replaced by their function
-//!     definitions, native shapes kept verbatim when the provider runs them);
-//!   - [`ToolSet::gateway_run`]`(native)`, [`ToolSet::by_function_name`]`(name, native)` (split
-//!     an upstream turn's calls), [`ToolSet::has_gateway_run`]`(native)` (§5.10 counters),
-//!     [`ToolSet::warnings`]`(native)` (strictness details such as
-//!     `tools.1.user_location:engine_unsupported`).
-//! - [`ToolChoice::parse`]`(tool_choice, request_tools, &ToolSet) -> Result<Option<ToolChoice>,
-//!   GatewayError>` then [`ToolChoice::for_round`]`(&set, native, round) -> Value` (rounds ≥ 2
-//!   turn `any` / `tool` into `auto`).
-//! - [`replay::replay`]`(messages, &set, native) -> Replay { messages, extra_tools, pending }`:
-//!   gateway blocks in history rebuilt as `tool_use` / `tool_result` turns; `extra_tools` are
-//!   definitions to append to the upstream `tools`; `pending` are trailing calls without a result
-//!   (§6.3) that the session executes first and answers with [`ToolOutcome::tool_result`].
-//! - [`replay::prior_context_text`]`(system, messages)`: the text `web_fetch` checks with
-//!   `require_url_in_context`.
+//! Per request (pure, no I/O):
+//! - [`ToolSet::declare`]`(request_tools: &[Value], &ToolsConfig, access: &dyn Fn(&str) ->
+//!   ModelAccess) -> Result<ToolSet, GatewayError>` validates every `gateway:*` / `ai-stats:*`
+//!   and native `web_search_*` / `web_fetch_*` declaration: 400 with every `tools.N.<opt>`
+//!   detail, then 403 for an advisor model the key may not use ([`ModelAccess::Forbidden`];
+//!   [`ModelAccess::Unknown`] is a 400).
+//! - [`ToolChoice::parse`]`(tool_choice: Option<&Value>, request_tools, &ToolSet) ->
+//!   Result<Option<ToolChoice>, GatewayError>` accepts every form of §5.2 (400 otherwise).
 //!
-//! Execution: [`ToolActors::start`]`(&Config, &[Arc<Provider>])` (one [`ToolActor`] per kind per
-//! worker, in `WorkerActors`), then [`ToolActors::execute`]`(Execute { call, context }) -> impl
-//! Future<Output = ToolOutcome>` (or `addr(kind).send(..)`). A [`ToolOutcome`] carries the
-//! client-visible result block, the model-facing `tool_result` content, `is_error`, whether the
-//! `usage.server_tool_use` counter rises, and nested token usage. Failures are outcomes, never
-//! errors. `max_uses` and concurrency are the session's: [`ToolOutcome::max_uses_exceeded`].
-//! The advisor's nested call goes through an [`advisor::AdvisorCaller`] the session supplies in
-//! [`CallContext`].
+//! Per deployment (`native: &[String]` = the provider's `native_tools`) and round:
+//! - [`ToolSet::upstream_tools`]`(request_tools, native) -> Vec<Value>`: custom tools untouched
+//!   and in order, gateway declarations replaced by their function definitions (with their
+//!   `cache_control`), native shapes verbatim where the provider runs them.
+//! - [`ToolChoice::for_round`]`(&ToolSet, native, round) -> Value`: the object form; rounds ≥ 2
+//!   turn `any` / `tool` into `auto`.
+//! - [`ToolSet::by_function_name`]`(name, native) -> Option<&Arc<GatewayTool>>` splits an upstream
+//!   turn's calls (G vs C); [`ToolSet::gateway_run`]`(native)`, [`ToolSet::has_gateway_run`]
+//!   `(native)` (then `usage.server_tool_use` carries all five counters),
+//!   [`ToolSet::warnings`]`(native) -> Vec<ErrorDetail>` (strictness, e.g.
+//!   `tools.1.user_location` / `engine_unsupported`, `tools.0.color` / `unknown_parameter`).
+//! - [`replay::replay`]`(messages, &ToolSet, native) -> Replay { messages, extra_tools, pending }`:
+//!   gateway (and non-native native) blocks in history become `tool_use` / `tool_result` turns;
+//!   append `extra_tools` to the upstream `tools`; `pending` are trailing calls without a result
+//!   (§6.3): run each ([`PendingCall::to_call`]) and append one user message of
+//!   [`ToolOutcome::tool_result`]s (the `tool_use`s already end the history).
+//! - [`replay::prior_context_text`]`(system, messages) -> String` for [`CallContext::prior_context`].
+//!
+//! Execution: `WorkerActors.tools` is a [`ToolActors`] (one [`ToolActor`] per kind per worker,
+//! started by [`ToolActors::start`]). [`ToolActors::execute`]`(Execute { call: ToolCall { id,
+//! tool, input }, context: CallContext }) -> impl Future<Output = ToolOutcome> + 'static` (or
+//! `addr(kind)?.send(..)`). Calls run concurrently, each with its own timeout (search/fetch from
+//! config, advisor/image 120 s); dropping every sender of [`CallContext::cancel`] cancels them.
+//! A [`ToolOutcome`] has the client-visible `block`, the model-facing `model_content` (send it with
+//! [`ToolOutcome::tool_result`]`(upstream_id)`), `is_error`, `counted` (add one to the kind's
+//! counter with [`ToolKind::count`]) and `usage` of nested calls. Failures are outcomes, never
+//! errors. `max_uses` and `tools.max_concurrency` are the session's:
+//! [`ToolOutcome::max_uses_exceeded`]`(kind, id)` answers calls over the limit.
+//! The advisor's nested call is made by the [`advisor::AdvisorCaller`] in [`CallContext::advisor`]
+//! (`Fn(AdvisorRequest { model, system, user, max_tokens }) -> LocalBoxFuture<Result<AdvisorReply
+//! { text, usage }, AdvisorFailure::{RateLimited, Upstream}>>`); `CallContext::transcript` feeds
+//! `forward_transcript`.
 
 pub mod actor;
 pub mod advisor;

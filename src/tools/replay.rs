@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::actor::ToolCall;
 use super::declare::{GatewayTool, ToolSet};
-use super::{model_view, tool_result_block, ToolKind};
+use super::{model_view, tool_result_block, ToolErrorCode, ToolKind, ToolOutcome};
 
 /// A trailing `server_tool_use` without a result (§6.3): the session executes it before the
 /// upstream call and appends a user message with its [`super::ToolOutcome::tool_result`]
@@ -21,6 +22,25 @@ pub struct PendingCall {
     /// with an `unavailable` outcome.
     pub tool: Option<Arc<GatewayTool>>,
     pub input: Value,
+}
+
+impl PendingCall {
+    /// The call to execute, or (for a kind that cannot run) its `unavailable` outcome.
+    pub fn to_call(&self) -> Result<ToolCall, ToolOutcome> {
+        match &self.tool {
+            Some(tool) => Ok(ToolCall {
+                id: self.id.clone(),
+                tool: tool.clone(),
+                input: self.input.clone(),
+            }),
+            None => Err(ToolOutcome::error(
+                self.kind,
+                &self.id,
+                ToolErrorCode::Unavailable,
+                "this tool is not available in this request",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -151,7 +171,7 @@ pub fn replay(messages: &[Value], set: &ToolSet, native: &[String]) -> Replay {
                     let name = note_tool(&mut out, set, kind, advisor);
                     uses.push(json!({"type":"tool_use","id":id,"name":name,"input":input}));
                     let (content, is_error) = model_view(result).unwrap_or_else(|| {
-                        let code = super::ToolErrorCode::Unavailable;
+                        let code = ToolErrorCode::Unavailable;
                         (
                             super::error_model_content(code, code.default_message()),
                             true,

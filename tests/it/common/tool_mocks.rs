@@ -189,9 +189,8 @@ impl ConnCounter {
         }
     }
 
-    /// The connections accepted before this call, proven by a control connection: accepts are
-    /// served in order, so once ours is counted every earlier one is too. Returns the count of
-    /// connections that were not ours.
+    /// How many connections were accepted before this call, proven by a control connection:
+    /// accepts are served in order, so once ours is counted every earlier one is too.
     pub async fn earlier_connections(&self) -> usize {
         let before_control = self.count.load(Ordering::SeqCst);
         let _control = tokio::net::TcpStream::connect(self.addr)
