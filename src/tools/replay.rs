@@ -26,19 +26,19 @@ pub struct PendingCall {
 
 impl PendingCall {
     /// The call to execute, or (for a kind that cannot run) its `unavailable` outcome.
-    pub fn to_call(&self) -> Result<ToolCall, ToolOutcome> {
+    pub fn to_call(&self) -> Result<ToolCall, Box<ToolOutcome>> {
         match &self.tool {
             Some(tool) => Ok(ToolCall {
                 id: self.id.clone(),
                 tool: tool.clone(),
                 input: self.input.clone(),
             }),
-            None => Err(ToolOutcome::error(
+            None => Err(Box::new(ToolOutcome::error(
                 self.kind,
                 &self.id,
                 ToolErrorCode::Unavailable,
                 "this tool is not available in this request",
-            )),
+            ))),
         }
     }
 }
