@@ -550,6 +550,8 @@ impl<'a> Parser<'a> {
         let single = self.take("timezone");
         let list = self.take("timezones");
         let before = self.details.len();
+        // An invalid `timezone` is refused even when `timezones` wins.
+        let single = single.and_then(|z| self.timezone("timezone", &z));
         let zones = match (list, single) {
             (Some(Value::Array(items)), _) if (1..=5).contains(&items.len()) => items
                 .iter()
@@ -560,7 +562,7 @@ impl<'a> Parser<'a> {
                 self.fail("timezones", "must be an array of 1..5 IANA time zones");
                 Vec::new()
             }
-            (None, Some(z)) => self.timezone("timezone", &z).into_iter().collect(),
+            (None, Some(z)) => vec![z],
             (None, None) => config
                 .datetime
                 .default_timezone
