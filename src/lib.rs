@@ -3,7 +3,8 @@
 //! Request flow: `api` (HTTP surface, checks that need no upstream) → `session` (one
 //! `SessionActor` per request: admission, attempts, the SSE channel to the client) →
 //! `providers` (one `ProviderActor` per provider per worker: upstream HTTP) — with `ratelimit`
-//! (a `RateLimiterActor` per worker over shared governor state) and `routing` (deployment order).
+//! (a `RateLimiterActor` per worker over shared governor state), `routing` (deployment order) and
+//! `tools` (gateway server tools: declarations, history replay, one `ToolActor` per kind per worker).
 //! Wire types and translation are pure code in `protocol`.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod tools;
 
 pub use config::Config;
 pub use error::GatewayError;

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::providers::{Provider, ProviderActor};
 use crate::ratelimit::{RateLimiterActor, RateLimits};
 use crate::routing::ModelIndex;
+use crate::tools::ToolActors;
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -49,6 +50,8 @@ pub struct WorkerActors {
     /// Indexed like [`AppState::providers`].
     pub providers: Vec<Addr<ProviderActor>>,
     pub limiter: Addr<RateLimiterActor>,
+    /// One actor per gateway tool kind.
+    pub tools: ToolActors,
 }
 
 impl WorkerActors {
@@ -62,6 +65,7 @@ impl WorkerActors {
                 .map(|p| ProviderActor::new(p.clone(), timeouts).start())
                 .collect(),
             limiter: RateLimiterActor::new(state.limits.clone()).start(),
+            tools: ToolActors::start(&state.config, &state.providers),
         }
     }
 }

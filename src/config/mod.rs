@@ -473,6 +473,43 @@ impl Config {
                 "unknown IANA time zone",
             ));
         }
+        for (k, v) in [
+            (
+                "tools.web_search.timeout_ms",
+                self.tools.web_search.timeout_ms,
+            ),
+            (
+                "tools.web_search.max_content_chars",
+                self.tools.web_search.max_content_chars as u64,
+            ),
+            (
+                "tools.web_fetch.timeout_ms",
+                self.tools.web_fetch.timeout_ms,
+            ),
+            (
+                "tools.web_fetch.max_bytes",
+                self.tools.web_fetch.max_bytes as u64,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(k, "must be at least 1"));
+            }
+        }
+        let wf = &self.tools.web_fetch;
+        if wf.max_redirects > 20 {
+            return Err(ConfigError::new(
+                "tools.web_fetch.max_redirects",
+                "must be at most 20",
+            ));
+        }
+        if wf.user_agent.trim().is_empty()
+            || actix_web::http::header::HeaderValue::from_str(&wf.user_agent).is_err()
+        {
+            return Err(ConfigError::new(
+                "tools.web_fetch.user_agent",
+                "must be a non-empty header value",
+            ));
+        }
         let ws = &mut self.tools.web_search;
         for (name, engine) in &ws.engines {
             let at = |k: &str| format!("tools.web_search.engines.{name}.{k}");
@@ -680,6 +717,42 @@ mod tests {
         );
         let e = Config::from_toml_with_env(&text, &no_env).unwrap_err();
         assert_eq!(e.path, "models[1].aliases[0]");
+    }
+
+    #[test]
+    fn tool_limits_are_checked() {
+        for (extra, path) in [
+            (
+                "[tools.web_fetch]\ntimeout_ms = 0",
+                "tools.web_fetch.timeout_ms",
+            ),
+            (
+                "[tools.web_fetch]\nmax_bytes = 0",
+                "tools.web_fetch.max_bytes",
+            ),
+            (
+                "[tools.web_fetch]\nmax_redirects = 21",
+                "tools.web_fetch.max_redirects",
+            ),
+            (
+                "[tools.web_fetch]\nuser_agent = \"\"",
+                "tools.web_fetch.user_agent",
+            ),
+            (
+                "[tools.web_search]\ntimeout_ms = 0",
+                "tools.web_search.timeout_ms",
+            ),
+            (
+                "[tools.web_search]\nmax_content_chars = 0",
+                "tools.web_search.max_content_chars",
+            ),
+        ] {
+            let e =
+                Config::from_toml_with_env(&format!("{MINIMAL}\n{extra}\n"), &no_env).unwrap_err();
+            assert_eq!(e.path, path, "{e}");
+        }
+        let ok = format!("{MINIMAL}\n[tools.web_fetch]\nmax_redirects = 0\n");
+        Config::from_toml_with_env(&ok, &no_env).unwrap();
     }
 
     #[test]

@@ -11,3 +11,4 @@ mod passthrough;
 mod resilience;
 mod routing;
 mod sdk;
+mod tools;
