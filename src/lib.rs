@@ -17,6 +17,7 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod strictness;
 pub mod telemetry;
 
 pub use config::Config;

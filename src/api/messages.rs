@@ -16,6 +16,7 @@ use crate::protocol::request::parse_fields;
 use crate::protocol::validate::{validate, ApiVersion};
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit};
 use crate::state::{AppState, WorkerActors};
+use crate::strictness::StrictnessPlan;
 
 pub async fn create_message(
     req: HttpRequest,
@@ -114,6 +115,14 @@ async fn admit(
         .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
         .or_else(|| header_str(req.headers(), "x-session-id"))
         .or_else(|| header_str(req.headers(), "x-claude-code-session-id"));
+    // Candidates and strictness (gateway.md §1): error mode may refuse here, before admission.
+    let strictness_plan = StrictnessPlan::build(
+        &request,
+        &model,
+        strictness,
+        &key.name,
+        session_id.as_deref(),
+    )?;
     Ok(SessionInit {
         request_id,
         key,
@@ -125,6 +134,7 @@ async fn admit(
             .map(|q| q.beta.as_deref() == Some("true"))
             .unwrap_or(false),
         strictness,
+        strictness_plan: Arc::new(strictness_plan),
         session_id,
         received_at,
     })

@@ -32,6 +32,7 @@ use crate::providers::{
 use crate::ratelimit::{Admit, ConcurrencyPermit};
 use crate::routing::{weighted_order, Deployment, Model};
 use crate::state::{AppState, WorkerActors};
+use crate::strictness::{StrictnessPlan, WARNINGS_HEADER};
 
 /// Extra response headers (rate limits, warnings).
 pub type HeaderList = Vec<(&'static str, String)>;
@@ -46,6 +47,8 @@ pub struct SessionInit {
     pub anthropic_beta: Option<String>,
     pub beta_query: bool,
     pub strictness: Strictness,
+    /// Candidates and per-deployment drops under that strictness (gateway.md §3).
+    pub strictness_plan: Arc<StrictnessPlan>,
     pub session_id: Option<String>,
     pub received_at: Instant,
 }
@@ -129,7 +132,7 @@ impl SessionActor {
         workers: Arc<WorkerActors>,
     ) -> (Addr<SessionActor>, oneshot::Receiver<SessionHead>) {
         let (tx, rx) = oneshot::channel();
-        let candidates = weighted_order(&init.model.deployments, &mut rand::rng()).into();
+        let candidates = weighted_order(&init.strictness_plan.candidates, &mut rand::rng()).into();
         let actor = SessionActor {
             init,
             state,
@@ -171,7 +174,14 @@ impl SessionActor {
             anthropic_beta: self.init.anthropic_beta.clone(),
             beta_query: self.init.beta_query,
             request_id: self.init.request_id.clone(),
+            drops: self.init.strictness_plan.drops_for(&deployment),
+            prompt_cache_key: self.init.strictness_plan.prompt_cache_key.clone(),
         };
+        // The warnings are those of the deployment that answers.
+        self.headers.retain(|(k, _)| *k != WARNINGS_HEADER);
+        if let Some(w) = self.init.strictness_plan.warnings_header(&deployment) {
+            self.headers.push((WARNINGS_HEADER, w));
+        }
         let (tx, rx) = mpsc::channel(UPSTREAM_CHANNEL);
         self.workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });
         let events = ReceiverStream::new(rx)

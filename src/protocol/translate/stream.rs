@@ -77,7 +77,7 @@ impl StreamFailure {
                 .message
                 .clone()
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| "upstream stream error".into()),
+                .unwrap_or_else(|| "stream error".into()),
             error_type: map_error_type(status, err.code.as_ref(), err.kind.as_deref()),
             status,
         }
@@ -202,7 +202,7 @@ impl StreamTranslator {
             Ok(c) => c,
             Err(e) => {
                 return self.fail(StreamFailure::new(
-                    format!("upstream sent an invalid stream chunk: {e}"),
+                    format!("invalid stream chunk: {e}"),
                     "api_error",
                 ))
             }
@@ -259,8 +259,8 @@ impl StreamTranslator {
         }
         if !self.started {
             let f = match end {
-                StreamEnd::Idle => StreamFailure::new("upstream stream timed out", "timeout_error"),
-                _ => StreamFailure::new("upstream stream ended before any chunk", "api_error"),
+                StreamEnd::Idle => StreamFailure::new("stream timed out", "timeout_error"),
+                _ => StreamFailure::new("stream ended before any chunk", "api_error"),
             };
             return self.fail(f);
         }
@@ -272,14 +272,11 @@ impl StreamTranslator {
                 self.stop_open(out);
             }
             StreamEnd::Idle => {
-                return self.fail(StreamFailure::new(
-                    "upstream stream timed out",
-                    "timeout_error",
-                ))
+                return self.fail(StreamFailure::new("stream timed out", "timeout_error"))
             }
             StreamEnd::Broken => {
                 return self.fail(StreamFailure::new(
-                    "upstream stream ended before completion",
+                    "stream ended before completion",
                     "api_error",
                 ))
             }
@@ -377,7 +374,7 @@ impl StreamTranslator {
             }
             // A started block cannot be reopened (§5 step 5, closed key).
             Some(_) if !fragment.is_empty() => Err(StreamFailure::new(
-                "upstream interleaved tool-call arguments",
+                "interleaved tool-call arguments",
                 "api_error",
             )),
             Some(_) => Ok(()),
