@@ -5,4 +5,5 @@ mod common;
 mod auth;
 mod errors;
 mod mock_provider;
+mod openai;
 mod passthrough;

@@ -34,7 +34,10 @@ pub struct StreamContext {
 pub enum StreamEnd {
     /// `data: [DONE]`.
     Done,
-    /// The connection closed cleanly.
+    /// The body ended. Without `[DONE]` or a `finish_reason` before it this counts as broken:
+    /// awc reports a connection closed in the middle of a chunked body as a plain end, so a
+    /// truncated stream cannot be told from a clean one, and an error the client can retry beats
+    /// a cut answer that looks complete.
     Eof,
     /// `stream.usage_wait_ms` passed after `finish_reason` with no usage chunk.
     UsageWait,
@@ -121,6 +124,7 @@ pub struct StreamTranslator {
     finish: Option<String>,
     usage: Option<Usage>,
     refusal: bool,
+    done: bool,
     closed: bool,
     output_chars: usize,
     warnings: Vec<Warning>,
@@ -139,6 +143,7 @@ impl StreamTranslator {
             finish: None,
             usage: None,
             refusal: false,
+            done: false,
             closed: false,
             output_chars: 0,
             warnings: Vec::new(),
@@ -196,6 +201,7 @@ impl StreamTranslator {
         }
         let data = data.trim_ascii();
         if data == b"[DONE]" {
+            self.done = true;
             return self.finish(StreamEnd::Done, out);
         }
         let chunk: ChatChunk = match serde_json::from_slice(data) {
@@ -267,6 +273,12 @@ impl StreamTranslator {
         match end {
             _ if self.finish.is_some() => {}
             // A clean end without finish_reason still gives a well-formed stream (§5 step 9).
+            StreamEnd::Eof if !self.done => {
+                return self.fail(StreamFailure::new(
+                    "stream ended before completion",
+                    "api_error",
+                ))
+            }
             StreamEnd::Done | StreamEnd::Eof | StreamEnd::UsageWait => {
                 self.flush_calls(out);
                 self.stop_open(out);

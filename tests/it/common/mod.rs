@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod openai_upstream;
 pub mod upstream;
 
 use std::time::Duration;

@@ -739,8 +739,8 @@ fn done_without_finish_reason_closes_cleanly() {
 }
 
 #[test]
-fn clean_eof_without_finish_with_an_open_tool_call() {
-    let bytes = wire(&[call(0, Some("call_1"), Some("f"), "{\"a\":1}")], false);
+fn done_without_finish_closes_an_open_tool_call() {
+    let bytes = wire(&[call(0, Some("call_1"), Some("f"), "{\"a\":1}")], true);
     let (events, failure, _) = replay_everywhere(&bytes, false, StreamEnd::Eof);
     assert!(failure.is_none());
     assert_eq!(
@@ -754,6 +754,27 @@ fn clean_eof_without_finish_with_an_open_tool_call() {
             message_stop()
         ]
     );
+}
+
+#[test]
+fn eof_without_done_or_finish_is_a_broken_stream() {
+    // A body cut mid-stream reads as a plain end through awc: without `[DONE]` or a finish
+    // reason it must not pass for a complete answer.
+    let bytes = wire(&[delta(json!({"content":"Hel"}))], false);
+    let (events, failure, _) = replay_everywhere(&bytes, false, StreamEnd::Eof);
+    assert_eq!(events, vec![ms(), text_start(0), text(0, "Hel")]);
+    assert_eq!(failure.unwrap().message, "stream ended before completion");
+    // With a finish reason the end is clean even without `[DONE]`.
+    let bytes = wire(
+        &[
+            delta(json!({"content":"Hel"})),
+            finish("stop"),
+            usage_chunk(1, 1),
+        ],
+        false,
+    );
+    let (_, failure, _) = replay_everywhere(&bytes, false, StreamEnd::Eof);
+    assert!(failure.is_none());
 }
 
 #[test]
