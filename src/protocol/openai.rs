@@ -395,10 +395,7 @@ pub struct Arguments<'a>(pub Option<Cow<'a, str>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Arguments<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw: &RawValue = match <&RawValue>::deserialize(d) {
-            Ok(r) => r,
-            Err(e) => return Err(e),
-        };
+        let raw = <&RawValue>::deserialize(d)?;
         let text = raw.get();
         if text.starts_with('"') {
             let s: Cow<'de, str> = match serde_json::from_str::<&'de str>(text) {

@@ -55,7 +55,7 @@ fn input_json(events: &[(String, Value)], index: u64) -> Value {
 }
 
 #[actix_web::test]
-async fn non_stream_text_and_the_upstream_request() {
+async fn pitfall_15_openai_upstreams_serve_v1_messages() {
     let s = Setup::start();
     let body = json!({"model":"oai-text","max_tokens":64,"system":"Be brief.","temperature":0.5,"session_id":"s1",
         "metadata":{"user_id":"u-1"},"stop_sequences":["END"],"messages":[{"role":"user","content":"Hello there"}]});
@@ -97,6 +97,33 @@ async fn non_stream_text_and_the_upstream_request() {
         !String::from_utf8_lossy(&res.body).contains(UPSTREAM_SECRET),
         "no secret in the answer"
     );
+    s.stop().await;
+}
+
+#[actix_web::test]
+async fn pitfall_9_anthropic_headers_are_not_sent_to_openai_upstreams() {
+    let s = Setup::start();
+    let res = post_with(
+        &s.gw.url,
+        &request("oai-text", false),
+        &[
+            ("anthropic-beta", "beta-one"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let got = s.oai.last();
+    assert_eq!(got.header("anthropic-beta"), None);
+    assert_eq!(got.header("anthropic-version"), None);
+    // ...while an Anthropic upstream gets them (messages-api.md §2.1).
+    post_with(
+        &s.gw.url,
+        &request("up-text", false),
+        &[("anthropic-beta", "beta-one")],
+    )
+    .await;
+    assert_eq!(s.ant.last().header("anthropic-beta"), Some("beta-one"));
     s.stop().await;
 }
 
@@ -419,7 +446,7 @@ async fn upstream_http_errors_become_envelopes() {
 }
 
 #[actix_web::test]
-async fn mid_stream_failures_end_with_an_error_frame() {
+async fn pitfalls_10_11_mid_stream_failures_end_with_a_conformant_error_frame() {
     let s = Setup::start();
     // A reset after the first delta.
     let res = post(&s.gw.url, &request("oai-midstream", true)).await;

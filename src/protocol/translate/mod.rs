@@ -4,6 +4,8 @@
 //! stop reasons), `tool_names` (names over OpenAI's limit), `json_prefix` (argument fragments).
 
 pub mod json_prefix;
+#[cfg(test)]
+mod pitfalls;
 pub mod request;
 pub mod response;
 pub mod stream;

@@ -158,7 +158,9 @@ mod tests {
 
     #[test]
     fn stop_reason_table() {
-        let cases: &[(Option<&str>, bool, bool, &str, Option<Reason>)] = &[
+        // (finish_reason, has tool calls, has refusal, stop_reason, warning)
+        type Row<'a> = (Option<&'a str>, bool, bool, &'a str, Option<Reason>);
+        let cases: &[Row] = &[
             (Some("stop"), false, false, "end_turn", None),
             (Some("stop"), true, false, "tool_use", None),
             (Some("length"), false, false, "max_tokens", None),
@@ -186,7 +188,9 @@ mod tests {
 
     #[test]
     fn error_type_table() {
-        let cases: &[(Option<u16>, Option<Value>, Option<&str>, &str)] = &[
+        // (status, code, type, Anthropic error type)
+        type Row<'a> = (Option<u16>, Option<Value>, Option<&'a str>, &'a str);
+        let cases: &[Row] = &[
             (Some(429), None, None, "rate_limit_error"),
             (
                 None,
