@@ -210,7 +210,7 @@ pub struct ChatResponse<'a> {
 pub struct Choice<'a> {
     #[serde(default)]
     pub index: Option<u32>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "null_as_default")]
     pub message: ResponseMessage<'a>,
     #[serde(default, borrow)]
     pub finish_reason: Option<Cow<'a, str>>,
@@ -235,7 +235,7 @@ pub struct ResponseMessage<'a> {
 pub struct ResponseToolCall<'a> {
     #[serde(default, borrow)]
     pub id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "null_as_default")]
     pub function: FunctionDelta<'a>,
 }
 
@@ -253,7 +253,7 @@ pub struct ChatChunk<'a> {
 pub struct ChunkChoice<'a> {
     #[serde(default)]
     pub index: u32,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "null_as_default")]
     pub delta: Delta<'a>,
     #[serde(default, borrow)]
     pub finish_reason: Option<Cow<'a, str>>,
@@ -279,7 +279,7 @@ pub struct ToolCallDelta<'a> {
     pub index: Option<u32>,
     #[serde(default, borrow)]
     pub id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "null_as_default")]
     pub function: FunctionDelta<'a>,
 }
 
