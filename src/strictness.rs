@@ -88,16 +88,6 @@ impl StrictnessPlan {
         })
     }
 
-    /// A plan that drops nothing (requests built by the gateway itself, tests).
-    pub fn permissive(model: &Model) -> Self {
-        Self {
-            mode: Strictness::Off,
-            candidates: model.deployments.clone(),
-            drops: Vec::new(),
-            prompt_cache_key: None,
-        }
-    }
-
     /// What `deployment` drops from this request.
     pub fn drops_for(&self, deployment: &Arc<Deployment>) -> Arc<[Warning]> {
         self.drops
