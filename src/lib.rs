@@ -18,6 +18,7 @@ pub mod routing;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod strictness;
 pub mod telemetry;
 pub mod tools;
 

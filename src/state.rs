@@ -58,11 +58,12 @@ impl WorkerActors {
     /// Must run on the worker's thread: actors start on the current arbiter.
     pub fn start(state: &AppState) -> Self {
         let timeouts = &state.config.timeouts;
+        let stream = &state.config.stream;
         Self {
             providers: state
                 .providers
                 .iter()
-                .map(|p| ProviderActor::new(p.clone(), timeouts).start())
+                .map(|p| ProviderActor::new(p.clone(), timeouts, stream).start())
                 .collect(),
             limiter: RateLimiterActor::new(state.limits.clone()).start(),
             tools: ToolActors::start(&state.config, &state.providers),

@@ -19,6 +19,7 @@ use crate::routing::{self, NoCandidate, RoutingPrefs};
 use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit};
 use crate::state::{AppState, WorkerActors};
+use crate::strictness::StrictnessPlan;
 
 pub async fn create_message(
     req: HttpRequest,
@@ -126,22 +127,49 @@ async fn admit(
         ));
     }
     let prefs = routing_prefs(&request, state)?;
-    let candidates = routing::select(&model, &prefs, None, Instant::now(), &mut rand::rng())
-        .map_err(|e| match e {
-            NoCandidate::Filtered { filter } => GatewayError::from_details(vec![ErrorDetail::new(
-                filter,
-                format!("no deployment of model \"{}\" is left", model.id()),
-            )]),
-            NoCandidate::AllOpen { until } => GatewayError::Overloaded {
-                message: format!(
-                    "every deployment of model \"{}\" is unavailable (circuit open)",
-                    model.id()
-                ),
-                retry_after: until
-                    .saturating_duration_since(Instant::now())
-                    .max(std::time::Duration::from_secs(1)),
-            },
-        })?;
+    let session_id = request
+        .field("session_id")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .or_else(|| header_str(req.headers(), "x-session-id"))
+        .or_else(|| header_str(req.headers(), "x-claude-code-session-id"));
+
+    // Candidates and strictness (gateway.md §1, §7.2): what each deployment would drop, then
+    // the filters; `error` mode and `require_parameters` keep only deployments that drop nothing.
+    let plan = StrictnessPlan::build(
+        &request,
+        &model,
+        strictness,
+        &key.name,
+        session_id.as_deref(),
+    )?;
+    let honours = |d: &routing::Deployment| plan.honours(d);
+    let capability_filter: Option<&dyn Fn(&routing::Deployment) -> bool> =
+        (strictness == Strictness::Error || prefs.require_parameters).then_some(&honours);
+    let candidates = routing::select(
+        &model,
+        &prefs,
+        capability_filter,
+        Instant::now(),
+        &mut rand::rng(),
+    )
+    .map_err(|e| match e {
+        NoCandidate::Filtered { filter } if filter == "strictness" => {
+            plan.cannot_honour(&request.model)
+        }
+        NoCandidate::Filtered { filter } => GatewayError::from_details(vec![ErrorDetail::new(
+            filter,
+            format!("no deployment of model \"{}\" is left", model.id()),
+        )]),
+        NoCandidate::AllOpen { until } => GatewayError::Overloaded {
+            message: format!(
+                "every deployment of model \"{}\" is unavailable (circuit open)",
+                model.id()
+            ),
+            retry_after: until
+                .saturating_duration_since(Instant::now())
+                .max(std::time::Duration::from_secs(1)),
+        },
+    })?;
     // Admission debits an estimate (~4 bytes per token); the real usage settles it afterwards.
     let token_estimate = (request
         .fields
@@ -150,11 +178,6 @@ async fn admit(
         .sum::<usize>()
         / 4) as u64;
 
-    let session_id = request
-        .field("session_id")
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-        .or_else(|| header_str(req.headers(), "x-session-id"))
-        .or_else(|| header_str(req.headers(), "x-claude-code-session-id"));
     Ok(SessionInit {
         request_id,
         key,
@@ -162,7 +185,6 @@ async fn admit(
         model,
         candidates,
         sort: prefs.sort.map_or("weighted", |s| s.as_str()),
-        warnings: Vec::new(),
         debug,
         token_estimate,
         version,
@@ -171,6 +193,7 @@ async fn admit(
             .map(|q| q.beta.as_deref() == Some("true"))
             .unwrap_or(false),
         strictness,
+        strictness_plan: Arc::new(plan),
         session_id,
         received_at,
     })

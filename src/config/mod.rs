@@ -301,6 +301,28 @@ impl Config {
                     ));
                 }
             }
+            if p.capabilities.max_stop_sequences == Some(0) {
+                return Err(ConfigError::new(
+                    at("capabilities.max_stop_sequences"),
+                    "must be at least 1",
+                ));
+            }
+            // The anthropic kind forwards bodies as they are and the mock takes everything:
+            // overrides there would be silently ignored, so they are refused.
+            if p.kind != ProviderKind::Openai {
+                if p.capabilities != CapabilityOverrides::default() {
+                    return Err(ConfigError::new(
+                        at("capabilities"),
+                        "applies to openai providers only",
+                    ));
+                }
+                if p.stream_tool_calls != StreamToolCalls::Live {
+                    return Err(ConfigError::new(
+                        at("stream_tool_calls"),
+                        "applies to openai providers only",
+                    ));
+                }
+            }
             if let Some(f) = &p.capabilities.max_tokens_field {
                 if f != "max_tokens" && f != "max_completion_tokens" {
                     return Err(ConfigError::new(
@@ -753,6 +775,56 @@ mod tests {
         }
         let ok = format!("{MINIMAL}\n[tools.web_fetch]\nmax_redirects = 0\n");
         Config::from_toml_with_env(&ok, &no_env).unwrap();
+    }
+
+    #[test]
+    fn openai_provider_options_are_checked() {
+        let openai = |extra: &str| {
+            format!(
+                "{MINIMAL}\n[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8000/v1/\"\n{extra}\n"
+            )
+        };
+        let c = Config::from_toml_with_env(
+            &openai("stream_tool_calls = \"buffered\"\ncapabilities = { top_k = true, max_stop_sequences = 8, reasoning = \"effort\" }"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.providers[1].base_url.as_deref(),
+            Some("http://127.0.0.1:8000/v1")
+        );
+        assert_eq!(c.providers[1].capabilities.max_stop_sequences, Some(8));
+        let e = Config::from_toml_with_env(
+            &openai("capabilities = { max_stop_sequences = 0 }"),
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "providers[1].capabilities.max_stop_sequences");
+        let e =
+            Config::from_toml_with_env(&openai("capabilities = { reasoning = \"lots\" }"), &no_env)
+                .unwrap_err();
+        assert_eq!(e.path, "providers[1].capabilities.reasoning");
+        let e = Config::from_toml_with_env(
+            &openai("capabilities = { max_tokens_field = \"n\" }"),
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "providers[1].capabilities.max_tokens_field");
+        let e = Config::from_toml_with_env(&openai("capabilities = { bogus = 1 }"), &no_env)
+            .unwrap_err();
+        assert_eq!(e.path, "providers[1].capabilities.bogus");
+        let mock = MINIMAL.replace(
+            "kind = \"mock\"",
+            "kind = \"mock\"\ncapabilities = { top_k = true }",
+        );
+        let e = Config::from_toml_with_env(&mock, &no_env).unwrap_err();
+        assert_eq!(e.path, "providers[0].capabilities");
+        let mock = MINIMAL.replace(
+            "kind = \"mock\"",
+            "kind = \"mock\"\nstream_tool_calls = \"buffered\"",
+        );
+        let e = Config::from_toml_with_env(&mock, &no_env).unwrap_err();
+        assert_eq!(e.path, "providers[0].stream_tool_calls");
     }
 
     #[test]

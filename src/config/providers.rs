@@ -88,7 +88,7 @@ fn default_chunk_chars() -> usize {
 }
 
 /// `[providers.capabilities]`: overrides of the per-kind capability table (gateway.md §3).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CapabilityOverrides {
     pub top_k: Option<bool>,

@@ -323,6 +323,62 @@ pub mod events {
         )
     }
 
+    /// `content_block_start` of an empty text block: `{"type":"text","text":""}`.
+    pub fn text_start(index: usize) -> Frame {
+        let mut v = Vec::with_capacity(80);
+        v.extend_from_slice(b"{\"type\":\"content_block_start\",\"index\":");
+        v.extend_from_slice(index.to_string().as_bytes());
+        v.extend_from_slice(b",\"content_block\":{\"type\":\"text\",\"text\":\"\"}}");
+        Frame::new(EventKind::ContentBlockStart, v)
+    }
+
+    /// `content_block_start` of an empty thinking block (signature `""`: translated upstreams have
+    /// no signatures).
+    pub fn thinking_start(index: usize) -> Frame {
+        let mut v = Vec::with_capacity(96);
+        v.extend_from_slice(b"{\"type\":\"content_block_start\",\"index\":");
+        v.extend_from_slice(index.to_string().as_bytes());
+        v.extend_from_slice(
+            b",\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}",
+        );
+        Frame::new(EventKind::ContentBlockStart, v)
+    }
+
+    /// `content_block_start` of a `tool_use` block with `"input":{}`; the input follows as
+    /// `input_json_delta`s.
+    pub fn tool_use_start(index: usize, id: &str, name: &str) -> Frame {
+        #[derive(Serialize)]
+        struct Block<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            id: &'a str,
+            name: &'a str,
+            input: Empty,
+        }
+        #[derive(Serialize)]
+        struct Empty {}
+        #[derive(Serialize)]
+        struct E<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            index: usize,
+            content_block: Block<'a>,
+        }
+        Frame::new(
+            EventKind::ContentBlockStart,
+            to_vec(&E {
+                kind: "content_block_start",
+                index,
+                content_block: Block {
+                    kind: "tool_use",
+                    id,
+                    name,
+                    input: Empty {},
+                },
+            }),
+        )
+    }
+
     /// `text_delta`, `thinking_delta`, `signature_delta` or `input_json_delta`.
     pub fn delta(index: usize, delta_type: DeltaType, value: &str) -> Frame {
         #[derive(Serialize)]
@@ -493,6 +549,22 @@ mod tests {
         assert_eq!(
             json(&block_stop(7)),
             serde_json::json!({"type":"content_block_stop","index":7})
+        );
+    }
+
+    #[test]
+    fn block_starts_have_their_empty_fields() {
+        assert_eq!(
+            json(&text_start(0)),
+            serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})
+        );
+        assert_eq!(
+            json(&thinking_start(3)),
+            serde_json::json!({"type":"content_block_start","index":3,"content_block":{"type":"thinking","thinking":"","signature":""}})
+        );
+        assert_eq!(
+            json(&tool_use_start(1, "toolu_1", "get_weather")),
+            serde_json::json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}})
         );
     }
 

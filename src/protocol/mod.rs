@@ -1,6 +1,9 @@
 //! Pure wire types and translation: no I/O, unit-tested with plain values.
 
 pub mod anthropic;
+pub mod capabilities;
+pub mod openai;
 pub mod request;
 pub mod sse;
+pub mod translate;
 pub mod validate;

@@ -91,7 +91,15 @@ async fn send(
     for (k, v) in &provider.config.headers {
         req = req.insert_header((k.as_str(), v.as_str()));
     }
-    let body = Bytes::from(call.request.anthropic_body(&call.upstream_model, &[]));
+    // Strictness drops for an Anthropic upstream are top-level fields (unknown ones, and the
+    // OpenAI-only extensions, which `anthropic_body` skips anyway).
+    let skip: Vec<&str> = call
+        .drops
+        .iter()
+        .filter(|w| w.is_top_level())
+        .map(|w| w.param.as_str())
+        .collect();
+    let body = Bytes::from(call.request.anthropic_body(&call.upstream_model, &skip));
     if call.capture {
         let sent = SentRequest {
             url: req.get_uri().to_string(),

@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 pub mod mock;
+pub mod openai;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::config::{ProviderConfig, ProviderKind, Secret, TimeoutsConfig};
+use crate::config::{ProviderConfig, ProviderKind, Secret, StreamConfig, TimeoutsConfig};
 use crate::protocol::anthropic::{Frame, Usage};
+use crate::protocol::capabilities::Warning;
 use crate::protocol::request::MessagesRequest;
 
 /// A provider as the runtime sees it: its config and its key.
@@ -62,6 +64,11 @@ pub struct Call {
     pub request_id: String,
     /// Report the request as sent ([`ProviderEvent::Sent`]), for `debug.return_upstream_request`.
     pub capture: bool,
+    /// What this deployment drops from the request (strictness, gateway.md §3). Anthropic bodies
+    /// skip the top-level ones; the OpenAI translation drops the same things by itself.
+    pub drops: Arc<[Warning]>,
+    /// `prompt_cache_key` for OpenAI-compatible upstreams (gateway.md §4).
+    pub prompt_cache_key: Option<Arc<str>>,
 }
 
 /// How an upstream failure is handled (gateway.md §7.3).
@@ -217,15 +224,32 @@ pub struct Dispatch {
 pub struct ProviderActor {
     provider: Arc<Provider>,
     client: Option<awc::Client>,
+    stream_timing: StreamTiming,
+}
+
+/// The timers a translated stream runs itself (translation.md §5 steps 8–9).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTiming {
+    /// Longest silence between upstream events.
+    pub idle: Duration,
+    /// How long the final `message_delta` waits for the usage chunk after `finish_reason`.
+    pub usage_wait: Duration,
 }
 
 impl ProviderActor {
-    pub fn new(provider: Arc<Provider>, timeouts: &TimeoutsConfig) -> Self {
+    pub fn new(provider: Arc<Provider>, timeouts: &TimeoutsConfig, stream: &StreamConfig) -> Self {
         let client = match provider.kind() {
             ProviderKind::Mock => None,
             _ => Some(http_client(timeouts)),
         };
-        Self { provider, client }
+        Self {
+            provider,
+            client,
+            stream_timing: StreamTiming {
+                idle: timeouts.idle(),
+                usage_wait: Duration::from_millis(stream.usage_wait_ms),
+            },
+        }
     }
 }
 
@@ -244,6 +268,10 @@ impl Handler<Dispatch> for ProviderActor {
             (ProviderKind::Anthropic, Some(client)) => {
                 spawn_attempt(anthropic::run(client.clone(), provider, call, sink), watch)
             }
+            (ProviderKind::Openai, Some(client)) => spawn_attempt(
+                openai::run(client.clone(), provider, call, self.stream_timing, sink),
+                watch,
+            ),
             (ProviderKind::Mock, _) => spawn_attempt(mock::run(provider, call, sink), watch),
             (kind, _) => {
                 let err = UpstreamError::transient(format!(
@@ -285,13 +313,20 @@ pub fn http_client(timeouts: &TimeoutsConfig) -> awc::Client {
         .finish()
 }
 
-/// Reads a human message out of an upstream error body (Anthropic or OpenAI shape), cut to 1000
-/// chars. Bodies that are not JSON are summarised, not echoed.
+/// Reads a human message out of an upstream error body, cut to 1000 chars: Anthropic and OpenAI
+/// `{"error":{"type","message"}}`, vLLM's top-level `message`, Ollama's `{"error":"…"}`. Bodies
+/// that are not JSON are summarised, not echoed.
 pub fn upstream_error_message(body: &[u8]) -> (String, Option<String>) {
     #[derive(serde::Deserialize)]
     struct Env {
-        error: Option<Inner>,
+        error: Option<ErrorField>,
         message: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ErrorField {
+        Object(Inner),
+        Text(String),
     }
     #[derive(serde::Deserialize)]
     struct Inner {
@@ -301,7 +336,14 @@ pub fn upstream_error_message(body: &[u8]) -> (String, Option<String>) {
     }
     let parsed = serde_json::from_slice::<Env>(body).ok();
     let (msg, kind) = match parsed {
-        Some(Env { error: Some(i), .. }) => (i.message.unwrap_or_default(), i.kind),
+        Some(Env {
+            error: Some(ErrorField::Object(i)),
+            ..
+        }) => (i.message.unwrap_or_default(), i.kind),
+        Some(Env {
+            error: Some(ErrorField::Text(m)),
+            ..
+        }) => (m, None),
         Some(Env {
             message: Some(m), ..
         }) => (m, None),
@@ -389,6 +431,19 @@ mod tests {
             (m.as_str(), k.as_deref()),
             ("bad", Some("invalid_request_error"))
         );
+        let (m, k) = upstream_error_message(
+            br#"{"error":{"message":"bad model","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
+        );
+        assert_eq!(
+            (m.as_str(), k.as_deref()),
+            ("bad model", Some("invalid_request_error"))
+        );
+        let (m, _) = upstream_error_message(br#"{"error":"model 'x' not found"}"#);
+        assert_eq!(m, "model 'x' not found");
+        let (m, _) = upstream_error_message(
+            br#"{"object":"error","message":"max_tokens too large","type":"BadRequestError","code":400}"#,
+        );
+        assert_eq!(m, "max_tokens too large");
         let (m, _) = upstream_error_message(b"<html>secret page</html>");
         assert!(!m.contains("secret"));
         assert_eq!(truncate_chars("h\u{e9}llo", 2), "h\u{e9}");

@@ -41,6 +41,7 @@ use crate::ratelimit::{Admit, ConcurrencyPermit, Debit};
 use crate::routing::breaker::Admission;
 use crate::routing::{Deployment, Model, Verdict};
 use crate::state::{AppState, WorkerActors};
+use crate::strictness::{StrictnessPlan, WARNINGS_HEADER};
 
 /// Extra response headers (rate limits, warnings).
 pub type HeaderList = Vec<(&'static str, String)>;
@@ -59,7 +60,8 @@ pub struct SessionInit {
     pub anthropic_beta: Option<String>,
     pub beta_query: bool,
     pub strictness: Strictness,
-    pub warnings: Vec<ErrorDetail>,
+    /// Candidates and per-deployment drops under that strictness (gateway.md §3).
+    pub strictness_plan: Arc<StrictnessPlan>,
     pub session_id: Option<String>,
     pub debug: Option<DebugFlags>,
     /// Tokens debited at admission, reconciled with the real usage at the end.
@@ -261,7 +263,14 @@ impl SessionActor {
                 .debug
                 .as_ref()
                 .is_some_and(|d| d.flags.upstream_request),
+            drops: self.init.strictness_plan.drops_for(&deployment),
+            prompt_cache_key: self.init.strictness_plan.prompt_cache_key.clone(),
         };
+        // The warnings are those of the deployment that answers.
+        self.headers.retain(|(k, _)| *k != WARNINGS_HEADER);
+        if let Some(w) = self.init.strictness_plan.warnings_header(&deployment) {
+            self.headers.push((WARNINGS_HEADER, w));
+        }
         let (tx, rx) = mpsc::channel(UPSTREAM_CHANNEL);
         self.workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });
         let events = ReceiverStream::new(rx)
@@ -712,10 +721,21 @@ impl SessionActor {
                 c.upstream_model.as_str(),
             )
         });
+        // The warnings of the deployment that answered, as in `x-gateway-warnings`.
+        let warnings: Vec<ErrorDetail> = match (&self.chosen, self.init.strictness) {
+            (Some(d), Strictness::Warn) => self
+                .init
+                .strictness_plan
+                .drops_for(d)
+                .iter()
+                .map(|w| ErrorDetail::new(w.param.clone(), w.reason.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        };
         let summary = Summary {
             request_id: &self.init.request_id,
             strictness: self.init.strictness.as_str(),
-            warnings: &self.init.warnings,
+            warnings: &warnings,
             rounds: self.round,
             model: &self.init.request.model,
             candidates: &candidates,

@@ -7,6 +7,7 @@ mod binary;
 mod errors;
 mod malformed;
 mod mock_provider;
+mod openai;
 mod passthrough;
 mod resilience;
 mod routing;

@@ -1,0 +1,233 @@
+//! The `openai` kind: any OpenAI-compatible `POST {base_url}/chat/completions` server (OpenAI,
+//! vLLM, Ollama, Groq, OpenRouter…), translated both ways by `protocol::translate`
+//! (translation.md). This file is only the I/O: the request, the body read, the SSE read loop and
+//! its two timers (idle, and the bounded wait for the usage chunk).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{
+    retry_after, truncate_chars, upstream_error_message, Call, FailureClass, Provider,
+    ProviderEvent, StreamTiming, UpstreamError, UpstreamMessage,
+};
+use crate::ids;
+use crate::protocol::anthropic::Frame;
+use crate::protocol::capabilities::Capabilities;
+use crate::protocol::sse::SseParser;
+use crate::protocol::translate::response::ResponseError;
+use crate::protocol::translate::stream::StreamContext;
+use crate::protocol::translate::{
+    translate_request, translate_response, RequestContext, ResponseContext, StreamEnd,
+    StreamFailure, StreamTranslator, TranslatedRequest,
+};
+
+/// Largest non-stream body or error body read from an upstream.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+pub async fn run(
+    client: awc::Client,
+    provider: Arc<Provider>,
+    call: Call,
+    timing: StreamTiming,
+    sink: mpsc::Sender<ProviderEvent>,
+) {
+    let caps = Capabilities::of(&provider.config);
+    let translated = translate_request(
+        &call.request,
+        &RequestContext {
+            upstream_model: &call.upstream_model,
+            caps: &caps,
+            stream: call.stream,
+            prompt_cache_key: call.prompt_cache_key.as_deref(),
+        },
+    );
+    let TranslatedRequest {
+        body,
+        tool_names,
+        estimated_input_tokens,
+        ..
+    } = translated;
+    let mut res = match send(&client, &provider, &call, body).await {
+        Ok(res) => res,
+        Err(e) => {
+            let _ = sink.send(ProviderEvent::Failed(e)).await;
+            return;
+        }
+    };
+    let message_id = ids::message_id();
+    if call.stream {
+        let translator = StreamTranslator::new(StreamContext {
+            message_id,
+            client_model: call.client_model.clone(),
+            tool_names,
+            buffered_tool_calls: caps.buffered_tool_calls,
+            estimated_input_tokens,
+        });
+        return pump(res, translator, timing, sink).await;
+    }
+    let event = match res.body().limit(MAX_BODY).await {
+        Ok(body) => {
+            let ctx = ResponseContext {
+                message_id: &message_id,
+                client_model: &call.client_model,
+                tool_names: &tool_names,
+                estimated_input_tokens,
+            };
+            match translate_response(&body, &ctx) {
+                Ok(t) => ProviderEvent::Message(UpstreamMessage {
+                    body: t.body.into(),
+                    usage: t.usage,
+                    stop_reason: Some(t.stop_reason.to_string()),
+                }),
+                Err(ResponseError::Invalid(m)) => {
+                    ProviderEvent::Failed(UpstreamError::transient(m))
+                }
+                Err(ResponseError::Upstream(e)) => {
+                    ProviderEvent::Failed(failure(StreamFailure::from_error(&e)))
+                }
+            }
+        }
+        Err(e) => ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}"))),
+    };
+    let _ = sink.send(event).await;
+}
+
+type Response = awc::ClientResponse;
+
+/// Sends the translated body; any non-2xx answer (or a stream answered without SSE) is an error.
+async fn send(
+    client: &awc::Client,
+    provider: &Provider,
+    call: &Call,
+    body: Vec<u8>,
+) -> Result<Response, UpstreamError> {
+    let base = provider.config.base_url.as_deref().unwrap_or_default();
+    let mut req = client
+        .post(format!("{base}/chat/completions"))
+        .insert_header(("content-type", "application/json"));
+    if call.stream {
+        req = req.insert_header(("accept", "text/event-stream"));
+    }
+    // Local servers (vLLM, Ollama) often run without a key: then no header at all.
+    if let Some(key) = &provider.api_key {
+        req = req.insert_header(("authorization", format!("Bearer {}", key.expose())));
+    }
+    for (k, v) in &provider.config.headers {
+        req = req.insert_header((k.as_str(), v.as_str()));
+    }
+    let mut res = req
+        .send_body(body)
+        .await
+        .map_err(|e| UpstreamError::transient(format!("upstream request failed: {e}")))?;
+    let status = res.status().as_u16();
+    if !(200..300).contains(&status) {
+        let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
+        // OpenAI's `error.type` is not an Anthropic type: the status decides (translation.md §6).
+        let (message, _) = upstream_error_message(&body);
+        let mut err = UpstreamError::from_status(status, message);
+        err.retry_after = retry_after(res.headers());
+        return Err(err);
+    }
+    if call.stream {
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("text/event-stream") {
+            return Err(UpstreamError::transient(format!(
+                "upstream answered a stream request with content-type \"{}\"",
+                truncate_chars(ct, 100)
+            )));
+        }
+    }
+    Ok(res)
+}
+
+/// Reads SSE until the translator closes: frames go to the session as soon as a read yields
+/// them; the idle timer runs between reads, the usage wait once `finish_reason` arrived.
+async fn pump(
+    mut res: Response,
+    mut tr: StreamTranslator,
+    timing: StreamTiming,
+    sink: mpsc::Sender<ProviderEvent>,
+) {
+    let mut parser = SseParser::new();
+    let mut events = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut usage_deadline: Option<Instant> = None;
+    loop {
+        let wait = match usage_deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => timing.idle,
+        };
+        let step = match tokio::time::timeout(wait, res.next()).await {
+            Err(_) if usage_deadline.is_some() => tr.finish(StreamEnd::UsageWait, &mut frames),
+            Err(_) => tr.finish(StreamEnd::Idle, &mut frames),
+            Ok(Some(Ok(bytes))) => match parser.push(&bytes, &mut events) {
+                Ok(()) => feed(&mut tr, &mut events, &mut frames),
+                Err(_) => Err(StreamFailure {
+                    message: "oversized SSE line".into(),
+                    error_type: "api_error",
+                    status: None,
+                }),
+            },
+            Ok(Some(Err(_))) => tr.finish(StreamEnd::Broken, &mut frames),
+            Ok(None) => {
+                parser.finish(&mut events);
+                feed(&mut tr, &mut events, &mut frames)
+                    .and_then(|()| tr.finish(StreamEnd::Eof, &mut frames))
+            }
+        };
+        if !frames.is_empty()
+            && sink
+                .send(ProviderEvent::Frames(std::mem::take(&mut frames)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if let Err(f) = step {
+            let _ = sink.send(ProviderEvent::Failed(failure(f))).await;
+            return;
+        }
+        if tr.is_closed() {
+            let _ = sink.send(ProviderEvent::End).await;
+            return;
+        }
+        if usage_deadline.is_none() && tr.awaiting_usage() {
+            usage_deadline = Some(Instant::now() + timing.usage_wait);
+        }
+    }
+}
+
+fn feed(
+    tr: &mut StreamTranslator,
+    events: &mut Vec<crate::protocol::sse::SseEvent>,
+    frames: &mut Vec<Frame>,
+) -> Result<(), StreamFailure> {
+    for ev in events.drain(..) {
+        tr.push_event(&ev, frames)?;
+    }
+    Ok(())
+}
+
+/// A translator failure as an attempt failure. Before the first frame it is classified by the
+/// status the upstream named (so a 429 payload still moves to the next candidate); after it the
+/// session sends it in-band with this type.
+fn failure(f: StreamFailure) -> UpstreamError {
+    UpstreamError {
+        class: f
+            .status
+            .map_or(FailureClass::Transient, FailureClass::from_status),
+        status: f.status,
+        message: truncate_chars(&f.message, 1000),
+        retry_after: None,
+        error_type: Some(f.error_type.to_string()),
+        timeout: f.error_type == "timeout_error",
+    }
+}
