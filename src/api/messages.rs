@@ -162,7 +162,7 @@ async fn admit(
         )]),
         NoCandidate::AllOpen { until } => GatewayError::Overloaded {
             message: format!(
-                "every deployment of model \"{}\" is unavailable (circuit open)",
+                "every deployment of model \"{}\" is temporarily unavailable (open circuit or upstream rate limit)",
                 model.id()
             ),
             retry_after: until

@@ -880,8 +880,9 @@ mod tests {
                     {"role":"user","content":"weather?"},
                     {"role":"assistant","content":[{"type":"text","text":"Checking."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Lyon","days":[1,2]}},
                         {"type":"tool_use","id":"toolu_2","name":"get_time","input":{}}]},
-                    {"role":"user","content":[{"type":"text","text":"also this"},{"type":"tool_result","tool_use_id":"toolu_1","content":"sunny"},
-                        {"type":"tool_result","tool_use_id":"toolu_2","is_error":true,"content":[{"type":"text","text":"no clock"}]}]}])),
+                    {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"sunny"},
+                        {"type":"tool_result","tool_use_id":"toolu_2","is_error":true,"content":[{"type":"text","text":"no clock"}]},
+                        {"type":"text","text":"also this"}]}])),
                 expect: json!({"messages":[
                     {"role":"user","content":"weather?"},
                     {"role":"assistant","content":"Checking.","tool_calls":[

@@ -44,6 +44,11 @@ workers = 1
 base_delay_ms = 5
 max_delay_ms = 20
 
+# Tests that count attempts must not see a circuit open; the resilience matrix sets its own.
+[circuit_breaker]
+consecutive_failures = 1000
+rate_limit_cooldown_ms = 50
+
 [[auth.keys]]
 name = "test"
 secret_sha256 = "{hash}"
