@@ -16,7 +16,8 @@ use crate::common::*;
 /// kind of upstream is one more entry in [`TARGETS`] (plus its mock server, if it needs one).
 struct Target {
     name: &'static str,
-    /// Providers and models this target adds to `base_config` (TOML).
+    /// Providers and models this target adds to `base_config` (TOML); `{openai}` stands for the
+    /// OpenAI-format mock upstream's URL.
     config: &'static str,
     /// A plain text reply.
     text: &'static str,
@@ -30,7 +31,7 @@ struct Target {
     expect_tool_input: &'static str,
 }
 
-const TARGETS: [Target; 2] = [
+const TARGETS: [Target; 3] = [
     // The scripted Anthropic upstream (`by_model` in common/upstream.rs) behind passthrough.
     Target {
         name: "anthropic",
@@ -75,6 +76,39 @@ deployments = [{ provider = "sdk-mock", model = "error-midstream" }]
         midstream: "sdk-mock-midstream",
         expect_tool_input: r#"{"city":"mock","unit":"célsius","days":[]}"#,
     },
+    // An OpenAI-compatible upstream (`by_model` in common/openai_upstream.rs), translated both
+    // ways: the same suites must pass unchanged.
+    Target {
+        name: "openai",
+        config: r#"
+[[providers]]
+name = "sdk-openai"
+kind = "openai"
+base_url = "{openai}/v1"
+api_key_env = "UPSTREAM_KEY"
+
+[[models]]
+id = "sdk-oai-text"
+deployments = [{ provider = "sdk-openai", model = "text" }]
+
+[[models]]
+id = "sdk-oai-tool"
+deployments = [{ provider = "sdk-openai", model = "tool" }]
+
+[[models]]
+id = "sdk-oai-error-500"
+deployments = [{ provider = "sdk-openai", model = "error-500" }]
+
+[[models]]
+id = "sdk-oai-midstream"
+deployments = [{ provider = "sdk-openai", model = "midstream" }]
+"#,
+        text: "sdk-oai-text",
+        tool: "sdk-oai-tool",
+        error_500: "sdk-oai-error-500",
+        midstream: "sdk-oai-midstream",
+        expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
+    },
 ];
 
 /// `max_body_bytes` of the gateway under test; the suites send ~100 KB to provoke a 413.
@@ -88,10 +122,10 @@ fn limited_key(target: &Target) -> String {
 
 /// `base_config` plus every target's providers and models, and one `requests_per_minute = 1`
 /// key per target (each suite run spends its own).
-fn sdk_config(upstream: &str) -> aigw::Config {
+fn sdk_config(upstream: &str, openai: &str) -> aigw::Config {
     let mut text = base_config(upstream);
     for target in &TARGETS {
-        text.push_str(target.config);
+        text.push_str(&target.config.replace("{openai}", openai));
         text.push_str(&format!(
             "\n[[auth.keys]]\nname = \"limited-{}\"\nsecret_sha256 = \"{}\"\nrequests_per_minute = 1\n",
             target.name,
@@ -149,7 +183,8 @@ impl Sdk {
 async fn run_suite(sdk: Sdk) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let upstream = MockUpstream::anthropic();
-    let gw = TestGateway::start_config(sdk_config(&upstream.url));
+    let openai = MockUpstream::openai();
+    let gw = TestGateway::start_config(sdk_config(&upstream.url, &openai.url));
     // The targets use disjoint models and keys, so their runs may overlap (an SDK import alone
     // takes seconds).
     let runs = TARGETS
@@ -162,6 +197,7 @@ async fn run_suite(sdk: Sdk) {
         .collect();
     gw.stop().await;
     upstream.stop().await;
+    openai.stop().await;
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
