@@ -10,8 +10,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    redacted_headers, retry_after, upstream_error_message, Call, Provider, ProviderEvent,
-    SentRequest, UpstreamError, UpstreamMessage,
+    accepted, report_sent, retry_after, upstream_error_message, Call, Provider, ProviderEvent,
+    UpstreamError, UpstreamMessage,
 };
 use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary};
 use crate::protocol::sse::{SseEvent, SseParser};
@@ -28,22 +28,19 @@ pub async fn run(
 ) {
     let event = match send(&client, &provider, &call, &sink).await {
         Ok(mut res) => {
-            let upstream_request_id = res
-                .headers()
-                .get("request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let accepted = ProviderEvent::Accepted {
-                upstream_request_id,
-            };
-            if sink.send(accepted).await.is_err() {
+            if sink.send(accepted(&res)).await.is_err() {
                 return;
             }
             if call.stream {
-                return pump(res, sink).await;
+                return pump(res, call.capture_response, sink).await;
             }
             match res.body().limit(MAX_BODY).await {
-                Ok(body) => read_message(body),
+                Ok(body) => {
+                    if call.capture_response {
+                        let _ = sink.send(ProviderEvent::Raw(body.clone())).await;
+                    }
+                    read_message(body)
+                }
                 Err(e) => {
                     ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}")))
                 }
@@ -100,18 +97,7 @@ async fn send(
         .map(|w| w.param.as_str())
         .collect();
     let body = Bytes::from(call.request.anthropic_body(&call.upstream_model, &skip));
-    if call.capture {
-        let sent = SentRequest {
-            url: req.get_uri().to_string(),
-            headers: redacted_headers(
-                req.headers()
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or(""))),
-            ),
-            body: body.clone(),
-        };
-        let _ = sink.send(ProviderEvent::Sent(sent)).await;
-    }
+    report_sent(call, &req, &body, sink).await;
     let mut res = req.send_body(body).await.map_err(|e| {
         UpstreamError::transient(provider.redact(&format!("upstream request failed: {e}")))
     })?;
@@ -154,7 +140,7 @@ fn read_message(body: Bytes) -> ProviderEvent {
 }
 
 /// Forwards every complete frame as soon as its read completes.
-async fn pump(mut res: Response, sink: mpsc::Sender<ProviderEvent>) {
+async fn pump(mut res: Response, capture: bool, sink: mpsc::Sender<ProviderEvent>) {
     let mut parser = SseParser::new();
     let mut events = Vec::new();
     loop {
@@ -179,6 +165,11 @@ async fn pump(mut res: Response, sink: mpsc::Sender<ProviderEvent>) {
                 true
             }
         };
+        if capture {
+            for ev in &events {
+                let _ = sink.send(ProviderEvent::Raw(ev.data.clone())).await;
+            }
+        }
         if !flush(&mut events, &sink).await {
             return;
         }

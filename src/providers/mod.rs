@@ -63,7 +63,9 @@ pub struct Call {
     pub beta_query: bool,
     pub request_id: String,
     /// Report the request as sent ([`ProviderEvent::Sent`]), for `debug.return_upstream_request`.
-    pub capture: bool,
+    pub capture_request: bool,
+    /// Report every upstream payload ([`ProviderEvent::Raw`]), for `debug.return_upstream_response`.
+    pub capture_response: bool,
     /// What this deployment drops from the request (strictness, gateway.md §3). Anthropic bodies
     /// skip the top-level ones; the OpenAI translation drops the same things by itself.
     pub drops: Arc<[Warning]>,
@@ -204,6 +206,9 @@ pub enum ProviderEvent {
     Sent(SentRequest),
     /// A 2xx response head arrived (the end of a non-stream attempt's time to first byte).
     Accepted { upstream_request_id: Option<String> },
+    /// Only with [`Call::capture_response`]: an upstream payload as received (the whole body, or
+    /// one stream event's data), before any translation.
+    Raw(Bytes),
     /// Non-stream: the whole reply.
     Message(UpstreamMessage),
     /// Stream: Anthropic events, in order (all complete frames of one upstream read).
@@ -311,6 +316,39 @@ pub fn http_client(timeouts: &TimeoutsConfig) -> awc::Client {
         .disable_timeout()
         .no_default_headers()
         .finish()
+}
+
+/// Reports the request about to be sent, when the session asked for it.
+pub async fn report_sent(
+    call: &Call,
+    req: &awc::ClientRequest,
+    body: &Bytes,
+    sink: &mpsc::Sender<ProviderEvent>,
+) {
+    if call.capture_request {
+        let sent = SentRequest {
+            url: req.get_uri().to_string(),
+            headers: redacted_headers(
+                req.headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or(""))),
+            ),
+            body: body.clone(),
+        };
+        let _ = sink.send(ProviderEvent::Sent(sent)).await;
+    }
+}
+
+/// The response head's upstream request id, reported as [`ProviderEvent::Accepted`].
+pub fn accepted(res: &awc::ClientResponse) -> ProviderEvent {
+    let upstream_request_id = ["request-id", "x-request-id"]
+        .iter()
+        .find_map(|h| res.headers().get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    ProviderEvent::Accepted {
+        upstream_request_id,
+    }
 }
 
 /// Reads a human message out of an upstream error body, cut to 1000 chars: Anthropic and OpenAI

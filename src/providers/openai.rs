@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    retry_after, truncate_chars, upstream_error_message, Call, FailureClass, Provider,
-    ProviderEvent, StreamTiming, UpstreamError, UpstreamMessage,
+    accepted, report_sent, retry_after, truncate_chars, upstream_error_message, Call, FailureClass,
+    Provider, ProviderEvent, StreamTiming, UpstreamError, UpstreamMessage,
 };
 use crate::ids;
 use crate::protocol::anthropic::Frame;
@@ -51,13 +52,16 @@ pub async fn run(
         estimated_input_tokens,
         ..
     } = translated;
-    let mut res = match send(&client, &provider, &call, body).await {
+    let mut res = match send(&client, &provider, &call, body.into(), &sink).await {
         Ok(res) => res,
         Err(e) => {
             let _ = sink.send(ProviderEvent::Failed(e)).await;
             return;
         }
     };
+    if sink.send(accepted(&res)).await.is_err() {
+        return;
+    }
     let message_id = ids::message_id();
     if call.stream {
         let translator = StreamTranslator::new(StreamContext {
@@ -67,10 +71,13 @@ pub async fn run(
             buffered_tool_calls: caps.buffered_tool_calls,
             estimated_input_tokens,
         });
-        return pump(res, translator, timing, sink).await;
+        return pump(res, translator, timing, call.capture_response, sink).await;
     }
     let event = match res.body().limit(MAX_BODY).await {
         Ok(body) => {
+            if call.capture_response {
+                let _ = sink.send(ProviderEvent::Raw(body.clone())).await;
+            }
             let ctx = ResponseContext {
                 message_id: &message_id,
                 client_model: &call.client_model,
@@ -103,7 +110,8 @@ async fn send(
     client: &awc::Client,
     provider: &Provider,
     call: &Call,
-    body: Vec<u8>,
+    body: Bytes,
+    sink: &mpsc::Sender<ProviderEvent>,
 ) -> Result<Response, UpstreamError> {
     let base = provider.config.base_url.as_deref().unwrap_or_default();
     let mut req = client
@@ -119,16 +127,16 @@ async fn send(
     for (k, v) in &provider.config.headers {
         req = req.insert_header((k.as_str(), v.as_str()));
     }
-    let mut res = req
-        .send_body(body)
-        .await
-        .map_err(|e| UpstreamError::transient(format!("upstream request failed: {e}")))?;
+    report_sent(call, &req, &body, sink).await;
+    let mut res = req.send_body(body).await.map_err(|e| {
+        UpstreamError::transient(provider.redact(&format!("upstream request failed: {e}")))
+    })?;
     let status = res.status().as_u16();
     if !(200..300).contains(&status) {
         let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
         // OpenAI's `error.type` is not an Anthropic type: the status decides (translation.md §6).
         let (message, _) = upstream_error_message(&body);
-        let mut err = UpstreamError::from_status(status, message);
+        let mut err = UpstreamError::from_status(status, provider.redact(&message));
         err.retry_after = retry_after(res.headers());
         return Err(err);
     }
@@ -154,6 +162,7 @@ async fn pump(
     mut res: Response,
     mut tr: StreamTranslator,
     timing: StreamTiming,
+    capture: bool,
     sink: mpsc::Sender<ProviderEvent>,
 ) {
     let mut parser = SseParser::new();
@@ -169,7 +178,14 @@ async fn pump(
             Err(_) if usage_deadline.is_some() => tr.finish(StreamEnd::UsageWait, &mut frames),
             Err(_) => tr.finish(StreamEnd::Idle, &mut frames),
             Ok(Some(Ok(bytes))) => match parser.push(&bytes, &mut events) {
-                Ok(()) => feed(&mut tr, &mut events, &mut frames),
+                Ok(()) => {
+                    if capture {
+                        for ev in &events {
+                            let _ = sink.send(ProviderEvent::Raw(ev.data.clone())).await;
+                        }
+                    }
+                    feed(&mut tr, &mut events, &mut frames)
+                }
                 Err(_) => Err(StreamFailure {
                     message: "oversized SSE line".into(),
                     error_type: "api_error",

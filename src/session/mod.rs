@@ -259,10 +259,14 @@ impl SessionActor {
             anthropic_beta: self.init.anthropic_beta.clone(),
             beta_query: self.init.beta_query,
             request_id: self.init.request_id.clone(),
-            capture: self
+            capture_request: self
                 .debug
                 .as_ref()
                 .is_some_and(|d| d.flags.upstream_request),
+            capture_response: self
+                .debug
+                .as_ref()
+                .is_some_and(|d| d.flags.upstream_response),
             drops: self.init.strictness_plan.drops_for(&deployment),
             prompt_cache_key: self.init.strictness_plan.prompt_cache_key.clone(),
         };
@@ -494,9 +498,6 @@ impl SessionActor {
     fn on_message(&mut self, msg: UpstreamMessage, ctx: &mut Context<Self>) {
         self.usage = msg.usage;
         self.stop_reason = msg.stop_reason;
-        if let Some(d) = &mut self.debug {
-            d.received(&msg.body);
-        }
         self.close_attempt(Verdict::Success, Some(200), None, ctx);
         self.first_byte = Some(self.init.received_at.elapsed());
         let body = match self.debug_value() {
@@ -535,9 +536,6 @@ impl SessionActor {
         let mut completed = false;
         let mut error_type = None;
         for frame in frames {
-            if let Some(d) = &mut self.debug {
-                d.received(&frame.data);
-            }
             match frame.kind {
                 EventKind::MessageStart => {
                     if let Ok(s) = serde_json::from_slice::<MessageStartSummary>(&frame.data) {
@@ -922,6 +920,11 @@ impl StreamHandler<Upstream> for SessionActor {
                 let round = self.round;
                 if let Some(d) = &mut self.debug {
                     d.sent(round, &sent);
+                }
+            }
+            Some(ProviderEvent::Raw(payload)) => {
+                if let Some(d) = &mut self.debug {
+                    d.received(&payload);
                 }
             }
             Some(ProviderEvent::Accepted {

@@ -712,3 +712,43 @@ async fn an_unknown_path_style_upstream_failure_is_not_a_500() {
         u.stop().await;
     }
 }
+
+/// Debug output shows the translated request (key redacted) and the upstream's own payloads.
+#[actix_web::test]
+async fn debug_shows_the_translated_request_and_raw_chunks() {
+    let s = Setup::start();
+    let flags = json!({"return_upstream_request": true, "return_upstream_response": true});
+    let mut body = request("oai-text", true);
+    body["debug"] = flags.clone();
+    let res = post(&s.gw.url, &body).await;
+    let events = res.events();
+    let (_, delta) = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    let d = &delta["debug"];
+    let sent = &d["upstream_request"][0];
+    assert_eq!(sent["headers"]["authorization"], "[redacted]");
+    assert_eq!(
+        sent["body"]["stream_options"],
+        json!({"include_usage": true})
+    );
+    assert!(sent["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/v1/chat/completions"));
+    let raw = d["upstream_response"].as_array().unwrap();
+    assert!(
+        raw.iter().any(|c| c["object"] == "chat.completion.chunk"),
+        "{raw:?}"
+    );
+    assert!(
+        raw.iter().any(|c| c["usage"].is_object()),
+        "the usage chunk is shown too"
+    );
+    body["stream"] = json!(false);
+    let v = post(&s.gw.url, &body).await.json();
+    assert_eq!(v["debug"]["upstream_response"]["object"], "chat.completion");
+    assert!(!res
+        .body
+        .windows(UPSTREAM_SECRET.len())
+        .any(|w| w == UPSTREAM_SECRET.as_bytes()));
+    s.stop().await;
+}
