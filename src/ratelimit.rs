@@ -188,6 +188,15 @@ impl RateLimits {
         Ok(Admission { permit, headers })
     }
 
+    /// Whether the key's token balance is positive (nested calls check it; they take no request
+    /// cell or concurrency slot of their own).
+    pub fn tokens_available(&self, key: &ApiKey) -> bool {
+        match self.keys.get(&key.name).and_then(|s| s.tpm.as_ref()) {
+            Some(bucket) => bucket.with_balance(|_| {}) > 0.0,
+            None => true,
+        }
+    }
+
     /// Reconciles a key's token balance: `tokens` more were used than debited (negative: fewer).
     pub fn debit(&self, key: &ApiKey, tokens: i64) {
         if let Some(bucket) = self.keys.get(&key.name).and_then(|s| s.tpm.as_ref()) {

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
+use super::auth::ApiKey;
 use super::request_id;
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
@@ -17,9 +18,10 @@ use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::{validate, ApiVersion};
 use crate::routing::{self, NoCandidate, RoutingPrefs};
 use crate::session::DebugFlags;
-use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit};
+use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit, ToolsInit};
 use crate::state::{AppState, WorkerActors};
 use crate::strictness::StrictnessPlan;
+use crate::tools::{ModelAccess, ToolChoice, ToolSet};
 
 pub async fn create_message(
     req: HttpRequest,
@@ -103,6 +105,7 @@ async fn admit(
     let version = anthropic_version(req.headers(), &state.config.defaults.anthropic_version)?;
     let strictness = strictness(req.headers(), state.config.defaults.strictness)?;
     let request = validate(fields, version).map_err(GatewayError::from_details)?;
+    let tools = gateway_tools(&request, state, &key)?;
 
     let model = state
         .models
@@ -186,6 +189,7 @@ async fn admit(
         candidates,
         sort: prefs.sort.map_or("weighted", |s| s.as_str()),
         debug,
+        tools,
         token_estimate,
         version,
         anthropic_beta: anthropic_beta(req.headers()),
@@ -197,6 +201,49 @@ async fn admit(
         session_id,
         received_at,
     })
+}
+
+/// Gateway tool declarations and `tool_choice` (gateway.md §5.1–§5.2), when the request needs
+/// the tool layer: gateway or native server tools declared, a string `tool_choice` to rewrite,
+/// or gateway blocks in its history to replay. `None` keeps the passthrough untouched.
+fn gateway_tools(
+    request: &MessagesRequest,
+    state: &AppState,
+    key: &ApiKey,
+) -> Result<Option<ToolsInit>, GatewayError> {
+    let access = |model: &str| match state.models.resolve(model) {
+        None => ModelAccess::Unknown,
+        Some(m) => {
+            let names = std::iter::once(m.config.id.as_str())
+                .chain(m.config.aliases.iter().map(String::as_str));
+            if key.may_use(names) {
+                ModelAccess::Allowed
+            } else {
+                ModelAccess::Forbidden
+            }
+        }
+    };
+    let set = ToolSet::declare(&request.tools, &state.config.tools, &access)?;
+    let choice_is_string = matches!(request.tool_choice, Some(serde_json::Value::String(_)));
+    if set.is_empty() && !choice_is_string && !has_server_blocks(&request.messages) {
+        return Ok(None);
+    }
+    let choice = ToolChoice::parse(request.tool_choice.as_ref(), &request.tools, &set)?;
+    Ok(Some(ToolsInit {
+        set: Arc::new(set),
+        choice,
+    }))
+}
+
+/// Whether an assistant turn holds server-tool blocks (`server_tool_use`, `*_tool_result`).
+fn has_server_blocks(messages: &[serde_json::Value]) -> bool {
+    messages
+        .iter()
+        .filter(|m| m.get("role").and_then(serde_json::Value::as_str) == Some("assistant"))
+        .filter_map(|m| m.get("content").and_then(serde_json::Value::as_array))
+        .flatten()
+        .filter_map(|b| b.get("type").and_then(serde_json::Value::as_str))
+        .any(|t| t == "server_tool_use" || (t.ends_with("_tool_result") && t != "tool_result"))
 }
 
 /// The `debug` extension: any true flag turns debug output on.

@@ -424,6 +424,67 @@ pub mod events {
         )
     }
 
+    pub fn citations_delta(index: usize, citation: &Value) -> Frame {
+        let v = serde_json::json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "citations_delta", "citation": citation}});
+        Frame::new(EventKind::ContentBlockDelta, to_vec(&v))
+    }
+
+    /// A complete block as the stream events that build it: empty start, one delta per field,
+    /// stop. Tool inputs go out as one `input_json_delta`; result blocks and other kinds arrive
+    /// complete in their start (messages-api.md §5.3).
+    pub fn block_frames(index: usize, block: &Value) -> Vec<Frame> {
+        let text = |k: &str| block.get(k).and_then(Value::as_str).unwrap_or("");
+        let mut out = Vec::with_capacity(4);
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                out.push(block_start(
+                    index,
+                    &serde_json::json!({"type": "text", "text": ""}),
+                ));
+                if !text("text").is_empty() {
+                    out.push(delta(index, DeltaType::Text, text("text")));
+                }
+                for c in block
+                    .get("citations")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    out.push(citations_delta(index, c));
+                }
+            }
+            Some("thinking") => {
+                out.push(block_start(
+                    index,
+                    &serde_json::json!({"type": "thinking", "thinking": "", "signature": ""}),
+                ));
+                if !text("thinking").is_empty() {
+                    out.push(delta(index, DeltaType::Thinking, text("thinking")));
+                }
+                if !text("signature").is_empty() {
+                    out.push(delta(index, DeltaType::Signature, text("signature")));
+                }
+            }
+            Some("tool_use" | "server_tool_use") => {
+                let mut start = block.clone();
+                start["input"] = serde_json::json!({});
+                out.push(block_start(index, &start));
+                let input = block
+                    .get("input")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({}));
+                if input.as_object().is_none_or(|o| !o.is_empty()) {
+                    let json = serde_json::to_string(&input).expect("input serializes");
+                    out.push(delta(index, DeltaType::InputJson, &json));
+                }
+            }
+            _ => out.push(block_start(index, block)),
+        }
+        out.push(block_stop(index));
+        out
+    }
+
     pub fn block_stop(index: usize) -> Frame {
         let mut v = Vec::with_capacity(48);
         v.extend_from_slice(b"{\"type\":\"content_block_stop\",\"index\":");
@@ -566,6 +627,51 @@ mod tests {
             json(&tool_use_start(1, "toolu_1", "get_weather")),
             serde_json::json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}})
         );
+    }
+
+    #[test]
+    fn complete_blocks_become_their_events() {
+        let names = |frames: Vec<Frame>| -> Vec<String> {
+            frames
+                .iter()
+                .map(|f| {
+                    let v = json(f);
+                    match v["delta"]["type"].as_str() {
+                        Some(t) => t.to_string(),
+                        None => v["type"].as_str().unwrap().to_string(),
+                    }
+                })
+                .collect()
+        };
+        let text =
+            serde_json::json!({"type":"text","text":"hi","citations":[{"type":"char_location"}]});
+        assert_eq!(
+            names(block_frames(3, &text)),
+            [
+                "content_block_start",
+                "text_delta",
+                "citations_delta",
+                "content_block_stop"
+            ]
+        );
+        let tool = serde_json::json!({"type":"server_tool_use","id":"srvtoolu_gw_1","name":"datetime","input":{"a":1}});
+        let frames = block_frames(0, &tool);
+        assert_eq!(
+            json(&frames[0])["content_block"]["input"],
+            serde_json::json!({})
+        );
+        assert_eq!(json(&frames[1])["delta"]["partial_json"], "{\"a\":1}");
+        let empty = serde_json::json!({"type":"tool_use","id":"t","name":"f","input":{}});
+        assert_eq!(
+            block_frames(0, &empty).len(),
+            2,
+            "no empty input_json_delta"
+        );
+        let result =
+            serde_json::json!({"type":"datetime_tool_result","tool_use_id":"x","content":{}});
+        let frames = block_frames(1, &result);
+        assert_eq!(json(&frames[0])["content_block"], result);
+        assert_eq!(frames.len(), 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Pure wire types and translation: no I/O, unit-tested with plain values.
 
+pub mod accumulate;
 pub mod anthropic;
 pub mod capabilities;
 pub mod openai;

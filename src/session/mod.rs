@@ -7,6 +7,10 @@
 mod attempts;
 mod client;
 pub mod debug;
+mod looping;
+mod nested;
+mod relay;
+pub mod tool_loop;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,6 +46,9 @@ use crate::routing::breaker::Admission;
 use crate::routing::{Deployment, Model, Verdict};
 use crate::state::{AppState, WorkerActors};
 use crate::strictness::{StrictnessPlan, WARNINGS_HEADER};
+use crate::tools::{Replay, ToolChoice, ToolSet};
+use relay::Relay;
+use tool_loop::ToolLoop;
 
 /// Extra response headers (rate limits, warnings).
 pub type HeaderList = Vec<(&'static str, String)>;
@@ -64,9 +71,18 @@ pub struct SessionInit {
     pub strictness_plan: Arc<StrictnessPlan>,
     pub session_id: Option<String>,
     pub debug: Option<DebugFlags>,
+    /// Gateway-run tools and the rewritten `tool_choice`, when the request declares any or its
+    /// history holds gateway blocks.
+    pub tools: Option<ToolsInit>,
     /// Tokens debited at admission, reconciled with the real usage at the end.
     pub token_estimate: u64,
     pub received_at: Instant,
+}
+
+/// The request's gateway tools (gateway.md §5).
+pub struct ToolsInit {
+    pub set: Arc<ToolSet>,
+    pub choice: Option<ToolChoice>,
 }
 
 /// The session's first answer to the handler: the response head (and body source).
@@ -154,7 +170,26 @@ pub struct SessionActor {
     /// With debug on, a passthrough stream's `message_delta` waits to learn whether it is the
     /// final one (then it carries `debug`).
     held_delta: Option<Frame>,
-    round: u32,
+    /// Attempts started over the whole request (all rounds); numbers them.
+    attempt_seq: u32,
+    /// Tokens debited from the key so far (the estimate, then real usage).
+    debited: u64,
+    // ----- the tool loop (gateway.md §6), when gateway tools are declared -----
+    tool_loop: Option<ToolLoop>,
+    /// The replayed history for the deployment of the current attempt (fixed after round 1).
+    history: Option<Replay>,
+    /// The loop runs for the current deployment (else the turn passes through).
+    loop_mode: bool,
+    relay: Relay,
+    /// The client's next block index across rounds.
+    next_index: usize,
+    /// A continuation's trailing calls answered before round 1 (gateway.md §6.3): the user
+    /// message that joins the history, and the result blocks the client sees first.
+    pending_answer: Option<Value>,
+    pending_blocks: Vec<Value>,
+    /// Dropping it cancels running tool calls.
+    tools_cancel: Option<tokio::sync::watch::Sender<()>>,
+    tools_time: Duration,
 }
 
 impl SessionActor {
@@ -174,6 +209,11 @@ impl SessionActor {
         let debug = init
             .debug
             .map(|flags| DebugRecorder::new(flags, init.received_at));
+        let tool_loop = init
+            .tools
+            .as_ref()
+            .map(|t| ToolLoop::new(t.set.clone(), t.choice.clone(), cfg.tools.max_rounds));
+        let debited = init.token_estimate;
         let actor = SessionActor {
             init,
             state,
@@ -196,7 +236,17 @@ impl SessionActor {
             first_byte: None,
             debug,
             held_delta: None,
-            round: 1,
+            attempt_seq: 0,
+            debited,
+            tool_loop,
+            history: None,
+            loop_mode: false,
+            relay: Relay::default(),
+            next_index: 0,
+            pending_answer: None,
+            pending_blocks: Vec::new(),
+            tools_cancel: None,
+            tools_time: Duration::ZERO,
         };
         (actor.start(), rx)
     }
@@ -246,12 +296,17 @@ impl SessionActor {
                 return self.step(next, ctx);
             }
         };
+        let Some(request) = self.round_request(&deployment, ctx) else {
+            // A continuation's trailing calls run first; this attempt starts when they are done.
+            return;
+        };
         self.plan.started();
-        let id = self.plan.started;
+        self.attempt_seq += 1;
+        let id = self.attempt_seq;
         self.upstream_start.get_or_insert(now);
         self.trace(&format!("attempt.{id}.start {}", deployment.name));
         let call = Call {
-            request: self.init.request.clone(),
+            request,
             upstream_model: deployment.upstream_model.clone(),
             client_model: self.init.request.model.clone(),
             stream: self.stream(),
@@ -285,7 +340,7 @@ impl SessionActor {
         let handle = ctx.add_stream(events);
         self.attempt_log.push(AttemptRecord {
             n: id,
-            round: self.round,
+            round: self.round(),
             deployment: deployment.name.clone(),
             status: None,
             class: None,
@@ -496,6 +551,9 @@ impl SessionActor {
     // ----- upstream events --------------------------------------------------------------------
 
     fn on_message(&mut self, msg: UpstreamMessage, ctx: &mut Context<Self>) {
+        if self.loop_mode {
+            return self.loop_message(msg, ctx);
+        }
         self.usage = msg.usage;
         self.stop_reason = msg.stop_reason;
         self.close_attempt(Verdict::Success, Some(200), None, ctx);
@@ -528,6 +586,9 @@ impl SessionActor {
     fn on_frames(&mut self, frames: Vec<Frame>, ctx: &mut Context<Self>) {
         if self.outcome.is_some() {
             return;
+        }
+        if self.loop_mode {
+            return self.loop_frames(frames, ctx);
         }
         if self.head.is_some() {
             self.open_stream(ctx);
@@ -668,19 +729,23 @@ impl SessionActor {
         }
     }
 
-    /// The key's token balance was debited an estimate at admission; settle it with the real usage.
+    /// Brings the key's token balance in line with the tokens used so far: it was debited an
+    /// estimate at admission, and real usage after each round (gateway.md §8).
     fn reconcile_tokens(&mut self) {
-        if self.init.key.limits.tokens_per_minute == 0 {
+        let used = self.usage.rate_limited_tokens();
+        self.settle_tokens(used);
+    }
+
+    fn settle_tokens(&mut self, used: u64) {
+        if self.init.key.limits.tokens_per_minute == 0 || used == self.debited {
             return;
         }
-        let used = self.usage.rate_limited_tokens() as i64;
-        let tokens = used - self.init.token_estimate as i64;
-        if tokens != 0 {
-            self.workers.limiter.do_send(Debit {
-                key: self.init.key.clone(),
-                tokens,
-            });
-        }
+        let tokens = used as i64 - self.debited as i64;
+        self.debited = used;
+        self.workers.limiter.do_send(Debit {
+            key: self.init.key.clone(),
+            tokens,
+        });
     }
 
     fn client_gone(&mut self, ctx: &mut Context<Self>) {
@@ -734,7 +799,7 @@ impl SessionActor {
             request_id: &self.init.request_id,
             strictness: self.init.strictness.as_str(),
             warnings: &warnings,
-            rounds: self.round,
+            rounds: self.round(),
             model: &self.init.request.model,
             candidates: &candidates,
             sort: self.init.sort,
@@ -743,7 +808,7 @@ impl SessionActor {
             timings: Timings {
                 total: self.init.received_at.elapsed(),
                 upstream,
-                tools: Duration::ZERO,
+                tools: self.tools_time,
                 ttft: self.first_byte,
             },
         };
@@ -917,7 +982,7 @@ impl StreamHandler<Upstream> for SessionActor {
         attempt.last_event = now;
         match event {
             Some(ProviderEvent::Sent(sent)) => {
-                let round = self.round;
+                let round = self.round();
                 if let Some(d) = &mut self.debug {
                     d.sent(round, &sent);
                 }
