@@ -12,4 +12,5 @@ mod passthrough;
 mod resilience;
 mod routing;
 mod sdk;
+mod tool_loop;
 mod tools;

@@ -29,6 +29,8 @@ struct Target {
     midstream: &'static str,
     /// What the tool call's input must parse to.
     expect_tool_input: &'static str,
+    /// Calls the gateway's `datetime` tool when offered it, then answers with text.
+    tool_loop: &'static str,
 }
 
 const TARGETS: [Target; 3] = [
@@ -41,6 +43,7 @@ const TARGETS: [Target; 3] = [
         error_500: "up-error-500",
         midstream: "up-midstream",
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
+        tool_loop: "up-loop-datetime",
     },
     // The built-in mock provider, in 3-char chunks so the tool JSON splits inside keys and
     // strings. It fills the required properties of the suites' `get_weather` schema (string →
@@ -75,6 +78,8 @@ deployments = [{ provider = "sdk-mock", model = "error-midstream" }]
         error_500: "sdk-mock-error-500",
         midstream: "sdk-mock-midstream",
         expect_tool_input: r#"{"city":"mock","unit":"célsius","days":[]}"#,
+        // `tool_mode = "auto"` calls the first tool offered: the gateway's.
+        tool_loop: "sdk-mock-text",
     },
     // An OpenAI-compatible upstream (`by_model` in common/openai_upstream.rs), translated both
     // ways: the same suites must pass unchanged.
@@ -102,12 +107,17 @@ deployments = [{ provider = "sdk-openai", model = "error-500" }]
 [[models]]
 id = "sdk-oai-midstream"
 deployments = [{ provider = "sdk-openai", model = "midstream" }]
+
+[[models]]
+id = "sdk-oai-loop"
+deployments = [{ provider = "sdk-openai", model = "loop-datetime" }]
 "#,
         text: "sdk-oai-text",
         tool: "sdk-oai-tool",
         error_500: "sdk-oai-error-500",
         midstream: "sdk-oai-midstream",
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
+        tool_loop: "sdk-oai-loop",
     },
 ];
 
@@ -220,6 +230,7 @@ async fn run_target(sdk: Sdk, root: &Path, url: &str, target: &Target) -> Result
         .env("MODEL_500", target.error_500)
         .env("MODEL_MIDSTREAM", target.midstream)
         .env("EXPECT_TOOL_INPUT", target.expect_tool_input)
+        .env("MODEL_LOOP", target.tool_loop)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

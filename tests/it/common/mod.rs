@@ -4,6 +4,7 @@
 
 pub mod openai_upstream;
 pub mod tool_mocks;
+pub mod tool_user;
 pub mod upstream;
 
 use std::time::Duration;
@@ -91,7 +92,8 @@ deployments = [{{ provider = "mock", model = "error-500" }}]
     )
 }
 
-pub const UPSTREAM_MODELS: [&str; 9] = [
+pub const UPSTREAM_MODELS: [&str; 10] = [
+    "loop-datetime",
     "text",
     "tool",
     "midstream",

@@ -141,6 +141,9 @@ fn weather_call_chunks(index: u32, id: &str) -> Vec<Value> {
 pub fn by_model(req: &Recorded) -> Reply {
     let model = req.model();
     let stream = req.stream();
+    if model.starts_with("loop") {
+        return super::tool_user::openai(&req.json());
+    }
     if let Some(status) = model
         .strip_prefix("error-")
         .and_then(|s| s.parse::<u16>().ok())

@@ -219,6 +219,12 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<State>) -> HttpR
                 .body(body)
         }
         Reply::Hang => {
+            // Counted as dropped when the client gives up on it.
+            let _guard = DropGuard {
+                done: false,
+                counter: state.dropped_streams.clone(),
+                notify: state.dropped.clone(),
+            };
             std::future::pending::<()>().await;
             unreachable!()
         }
@@ -427,6 +433,9 @@ pub fn sse(frames: Vec<String>, end: End) -> Reply {
 pub fn by_model(req: &Recorded) -> Reply {
     let model = req.model();
     let stream = req.stream();
+    if model.starts_with("loop") {
+        return super::tool_user::anthropic(&req.json());
+    }
     if let Some(status) = model
         .strip_prefix("error-")
         .and_then(|s| s.parse::<u16>().ok())

@@ -4,7 +4,8 @@ Run by `tests/it/sdk.rs` once per target, which sets (environment only):
   GATEWAY_URL, GATEWAY_KEY, GATEWAY_LIMITED_KEY (requests_per_minute = 1, unused elsewhere),
   MODEL_TEXT (a plain text reply), MODEL_TOOL (answers with a `get_weather` tool call),
   MODEL_500 (the upstream fails with 500), MODEL_MIDSTREAM (the stream fails after its first
-  text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal).
+  text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal), MODEL_LOOP (calls the
+  gateway's datetime tool when offered it, then answers with text).
 The same cases live in `tests/sdk/ts/sdk.test.mjs`; keep the two files in step.
 """
 
@@ -23,6 +24,9 @@ MODEL_TOOL = os.environ["MODEL_TOOL"]
 MODEL_500 = os.environ["MODEL_500"]
 MODEL_MIDSTREAM = os.environ["MODEL_MIDSTREAM"]
 EXPECT_TOOL_INPUT = json.loads(os.environ["EXPECT_TOOL_INPUT"])
+MODEL_LOOP = os.environ["MODEL_LOOP"]
+DATETIME_TOOL = {"type": "gateway:datetime", "timezone": "Europe/Paris"}
+WHAT_TIME = [{"role": "user", "content": "What time is it in Paris?"}]
 
 # `req_` + a 26-char ULID (Crockford base32), messages-api.md §2.3.
 REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -273,3 +277,45 @@ def test_midstream_failure_raises_while_iterating():
     assert err.type == "api_error"
     assert_request_id(err.request_id)
     assert err.body["request_id"] == err.request_id, err.body
+
+
+def assert_tool_loop(message):
+    """A gateway datetime call, its result, then the answer; the counter says one call."""
+    types = [b.type for b in message.content]
+    assert types[-3:] == ["server_tool_use", "datetime_tool_result", "text"], types
+    call, result = message.content[-3], message.content[-2]
+    assert call.id.startswith("srvtoolu_gw_"), call.id
+    assert call.name == "datetime"
+    data = message.to_dict()
+    assert data["content"][-2]["tool_use_id"] == call.id
+    assert data["content"][-2]["content"]["times"][0]["timezone"] == "Europe/Paris", data["content"][-2]
+    assert message.stop_reason == "end_turn"
+    counters = data["usage"]["server_tool_use"]
+    assert counters == {
+        "web_search_requests": 0,
+        "web_fetch_requests": 0,
+        "datetime_requests": 1,
+        "advisor_requests": 0,
+        "image_generation_requests": 0,
+    }, counters
+    assert_usage(message.usage)
+
+
+def test_gateway_tool_loop_create():
+    message = client().messages.create(model=MODEL_LOOP, max_tokens=256, messages=WHAT_TIME, tools=[DATETIME_TOOL])
+    assert_tool_loop(message)
+
+
+def test_gateway_tool_loop_stream_and_continuation():
+    with client().messages.stream(
+        model=MODEL_LOOP, max_tokens=256, messages=WHAT_TIME, tools=[DATETIME_TOOL]
+    ) as stream:
+        final = stream.get_final_message()
+    assert_tool_loop(final)
+    # The SDK's own message goes back as history and the conversation continues.
+    history = WHAT_TIME + [
+        {"role": "assistant", "content": final.to_dict()["content"]},
+        {"role": "user", "content": "Thanks!"},
+    ]
+    reply = client().messages.create(model=MODEL_LOOP, max_tokens=256, messages=history, tools=[DATETIME_TOOL])
+    assert reply.content, reply

@@ -34,6 +34,9 @@ const MODEL_TOOL = env('MODEL_TOOL');
 const MODEL_500 = env('MODEL_500');
 const MODEL_MIDSTREAM = env('MODEL_MIDSTREAM');
 const EXPECT_TOOL_INPUT = JSON.parse(env('EXPECT_TOOL_INPUT'));
+const MODEL_LOOP = env('MODEL_LOOP');
+const DATETIME_TOOL = { type: 'gateway:datetime', timezone: 'Europe/Paris' };
+const WHAT_TIME = [{ role: 'user', content: 'What time is it in Paris?' }];
 
 // `req_` + a 26-char ULID (Crockford base32), messages-api.md §2.3.
 const REQUEST_ID = /^req_[0-9A-HJKMNP-TV-Z]{26}$/;
@@ -319,4 +322,52 @@ test('mid-stream failure throws while iterating', async () => {
   assertRequestId(err.requestID);
   assert.equal(err.error?.request_id, err.requestID, JSON.stringify(err.error));
   await rejection(stream.finalMessage(), APIError);
+});
+
+/** A gateway datetime call, its result, then the answer; the counter says one call. */
+function assertToolLoop(message) {
+  const types = message.content.map((b) => b.type);
+  assert.deepEqual(types.slice(-3), ['server_tool_use', 'datetime_tool_result', 'text'], JSON.stringify(types));
+  const [call, result] = message.content.slice(-3);
+  assert.ok(call.id.startsWith('srvtoolu_gw_'), call.id);
+  assert.equal(call.name, 'datetime');
+  assert.equal(result.tool_use_id, call.id);
+  assert.equal(result.content.times[0].timezone, 'Europe/Paris', JSON.stringify(result));
+  assert.equal(message.stop_reason, 'end_turn');
+  assert.deepEqual(message.usage.server_tool_use, {
+    web_search_requests: 0,
+    web_fetch_requests: 0,
+    datetime_requests: 1,
+    advisor_requests: 0,
+    image_generation_requests: 0,
+  });
+  assertUsage(message.usage);
+}
+
+test('gateway tool loop: create', async () => {
+  const message = await client().messages.create({
+    model: MODEL_LOOP,
+    max_tokens: 256,
+    messages: WHAT_TIME,
+    tools: [DATETIME_TOOL],
+  });
+  assertToolLoop(message);
+});
+
+test('gateway tool loop: stream, then the conversation continues', async () => {
+  const stream = client().messages.stream({
+    model: MODEL_LOOP,
+    max_tokens: 256,
+    messages: WHAT_TIME,
+    tools: [DATETIME_TOOL],
+  });
+  const final = await stream.finalMessage();
+  assertToolLoop(final);
+  const reply = await client().messages.create({
+    model: MODEL_LOOP,
+    max_tokens: 256,
+    messages: [...WHAT_TIME, { role: 'assistant', content: final.content }, { role: 'user', content: 'Thanks!' }],
+    tools: [DATETIME_TOOL],
+  });
+  assert.ok(reply.content.length > 0);
 });
