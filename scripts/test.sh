@@ -53,4 +53,10 @@ else
     cargo test --locked --no-fail-fast
 fi
 
+# The fault-injection matrix must pass deterministically: two more runs, so a flake shows.
+for run in 2 3; do
+    step "resilience matrix, run $run of 3"
+    cargo test --locked --test it resilience:: -- --quiet
+done
+
 step "all tests passed"

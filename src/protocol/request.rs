@@ -102,8 +102,64 @@ impl MessagesRequest {
     }
 
     /// The body for an Anthropic upstream: every field but the gateway extensions and `skip`, in
-    /// arrival order and with original bytes, `model` rewritten to the upstream id.
+    /// arrival order and with original bytes, `model` rewritten to the upstream id. Thinking
+    /// blocks without a signature (from an OpenAI-compatible backend) are dropped, since
+    /// Anthropic refuses them (translation.md §2); `provider_options.anthropic` is merged last.
     pub fn anthropic_body(&self, upstream_model: &str, skip: &[&str]) -> Vec<u8> {
+        let unsigned = self.without_unsigned_thinking();
+        let out = self.write_anthropic_body(upstream_model, skip, unsigned.as_deref());
+        match super::merge::options_for(self.field("provider_options"), "anthropic") {
+            None => out,
+            Some(patch) => {
+                let mut body: Value =
+                    serde_json::from_slice(&out).expect("the body just written is JSON");
+                super::merge::merge_top_level(&mut body, &patch);
+                serde_json::to_vec(&body).expect("Value serializes")
+            }
+        }
+    }
+
+    /// The `messages` field without unsigned thinking blocks, when it has any.
+    fn without_unsigned_thinking(&self) -> Option<Box<RawValue>> {
+        let unsigned = |b: &Value| {
+            b.get("type").and_then(Value::as_str) == Some("thinking")
+                && b.get("signature")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+        };
+        let has = self.messages.iter().any(|m| {
+            m.get("content")
+                .and_then(Value::as_array)
+                .is_some_and(|c| c.iter().any(unsigned))
+        });
+        if !has {
+            return None;
+        }
+        let messages: Vec<Value> = self
+            .messages
+            .iter()
+            .filter_map(|m| {
+                let Some(blocks) = m.get("content").and_then(Value::as_array) else {
+                    return Some(m.clone());
+                };
+                let kept: Vec<Value> = blocks.iter().filter(|b| !unsigned(b)).cloned().collect();
+                if kept.is_empty() {
+                    return None; // a turn that was only unsigned thinking
+                }
+                let mut m = m.clone();
+                m["content"] = Value::Array(kept);
+                Some(m)
+            })
+            .collect();
+        serde_json::value::to_raw_value(&messages).ok()
+    }
+
+    fn write_anthropic_body(
+        &self,
+        upstream_model: &str,
+        skip: &[&str],
+        messages: Option<&RawValue>,
+    ) -> Vec<u8> {
         let size: usize = self
             .fields
             .iter()
@@ -124,6 +180,8 @@ impl MessagesRequest {
             out.push(b':');
             if k == "model" {
                 serde_json::to_writer(&mut out, upstream_model).expect("model serializes");
+            } else if let (true, Some(m)) = (k == "messages", messages) {
+                out.extend_from_slice(m.get().as_bytes());
             } else {
                 out.extend_from_slice(v.get().as_bytes());
             }
@@ -181,6 +239,32 @@ mod tests {
         assert_eq!(
             out,
             r#"{"model":"up-1","messages":[{"role":"user","content":"h\u00e9"}],"max_tokens":1.0e1,"z":{"b":1, "a":2}}"#
+        );
+    }
+
+    #[test]
+    fn unsigned_thinking_is_dropped_and_provider_options_merged() {
+        let body = br#"{"model":"a","max_tokens":5,"messages":[{"role":"user","content":"q"},{"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":""},{"type":"text","text":"x"}]},{"role":"assistant","content":[{"type":"thinking","thinking":"only"}]},{"role":"user","content":"again"}],"provider_options":{"anthropic":{"top_k":3,"model":"no"},"openai":{"seed":1}}}"#;
+        let f = parse_fields(body).unwrap();
+        let messages: Vec<Value> = serde_json::from_str(f["messages"].get()).unwrap();
+        let req = MessagesRequest {
+            fields: f,
+            model: "a".into(),
+            max_tokens: 5,
+            stream: false,
+            system: None,
+            messages,
+            tools: vec![],
+            tool_choice: None,
+            unknown_fields: vec![],
+        };
+        let out: Value = serde_json::from_slice(&req.anthropic_body("up", &[])).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"model":"up","max_tokens":5,"top_k":3,"messages":[
+                {"role":"user","content":"q"},
+                {"role":"assistant","content":[{"type":"text","text":"x"}]},
+                {"role":"user","content":"again"}]})
         );
     }
 

@@ -705,8 +705,8 @@ impl Checker {
         self.raw_type(fields, "context_management", b"{", "must be an object");
     }
 
-    /// Gateway extensions validated here (gateway.md §4). `provider`/`routing`, `provider_options`,
-    /// `prompt_cache_retention` and `web_search_options` are validated where they are used.
+    /// Gateway extensions validated here (gateway.md §4). `provider`/`routing` are validated
+    /// where routing uses them.
     fn extensions(&mut self, fields: &RawFields) {
         match self.parse_opt(fields, "session_id") {
             None => {}
@@ -729,6 +729,41 @@ impl Checker {
                 }
             }
             Some(_) => self.fail(&At::root("debug"), "must be an object"),
+        }
+        match self.parse_opt(fields, "provider_options") {
+            None => {}
+            Some(Value::Object(kinds)) => {
+                let root = At::root("provider_options");
+                for (kind, options) in &kinds {
+                    let at = root.key(kind);
+                    if kind != "anthropic" && kind != "openai" {
+                        self.fail(&at, "unknown key; use anthropic or openai");
+                        continue;
+                    }
+                    let Some(options) = options.as_object() else {
+                        self.fail(&at, "must be an object");
+                        continue;
+                    };
+                    for k in options.keys() {
+                        if crate::protocol::merge::PROTECTED_KEYS.contains(&k.as_str()) {
+                            self.fail(&at.key(k), "may not be set through provider_options");
+                        }
+                    }
+                }
+            }
+            Some(_) => self.fail(&At::root("provider_options"), "must be an object"),
+        }
+        match self.parse_opt(fields, "prompt_cache_retention") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s == "in_memory" || s == "24h" => {}
+            Some(_) => self.fail(
+                &At::root("prompt_cache_retention"),
+                "must be one of in_memory, 24h",
+            ),
+        }
+        match self.parse_opt(fields, "web_search_options") {
+            None | Some(Value::Null | Value::Object(_)) => {}
+            Some(_) => self.fail(&At::root("web_search_options"), "must be an object"),
         }
     }
 
@@ -1440,6 +1475,12 @@ mod tests {
             // Gateway extensions (gateway.md §4).
             ("session_id empty", V23, body(json!({"session_id":""})), vec![("session_id", "must be 1..256 characters")]),
             ("session_id long", V23, body(json!({"session_id":long})), vec![("session_id", "must be 1..256 characters")]),
+            ("provider_options not an object", V23, body(json!({"provider_options":7})), vec![("provider_options", "must be an object")]),
+            ("provider_options unknown kind", V23, body(json!({"provider_options":{"bedrock":{}}})), vec![("provider_options.bedrock", "unknown key; use anthropic or openai")]),
+            ("provider_options protected key", V23, body(json!({"provider_options":{"openai":{"model":"x","stream":true}}})),
+                vec![("provider_options.openai.model", "may not be set through provider_options"), ("provider_options.openai.stream", "may not be set through provider_options")]),
+            ("prompt_cache_retention value", V23, body(json!({"prompt_cache_retention":"forever"})), vec![("prompt_cache_retention", "must be one of in_memory, 24h")]),
+            ("web_search_options type", V23, body(json!({"web_search_options":[]})), vec![("web_search_options", "must be an object")]),
             ("session_id type", V23, body(json!({"session_id":7})), vec![("session_id", "must be a string")]),
             ("debug flag type", V23, body(json!({"debug":{"enabled":"yes"}})), vec![("debug.enabled", "must be a boolean")]),
             ("debug unknown flag", V23, body(json!({"debug":{"trace":true,"verbose":true}})), vec![("debug.verbose", "unknown field")]),
@@ -1590,7 +1631,7 @@ mod tests {
                 "mcp_servers":[{"type":"url","url":"https://mcp.example","name":"x"}],"output_config":{"format":{"type":"json_schema"}},
                 "inference_geo":"us","context_management":null,"tool_choice":null,"tools":null}"#.to_string()),
             ("disabled thinking, object container", V23, body(json!({"thinking":{"type":"disabled"},"container":{"id":"c"}}))),
-            ("extensions other work validates", V23, body(json!({"provider":{"order":["x"],"nonsense":1},"routing":"?","provider_options":7,"prompt_cache_retention":"forever","web_search_options":[],"session_id":"s-1","debug":{"enabled":true,"trace":false,"return_upstream_request":true,"return_upstream_response":false}}))),
+            ("extensions routing validates", V23, body(json!({"provider":{"order":["x"],"nonsense":1},"routing":"?","provider_options":{"openai":{"seed":1},"anthropic":{}},"prompt_cache_retention":"24h","web_search_options":{},"session_id":"s-1","debug":{"enabled":true,"trace":false,"return_upstream_request":true,"return_upstream_response":false}}))),
             ("unknown top-level key is strictness", V23, body(json!({"frobnicate":true}))),
             ("final assistant prefill may be empty", V23, msgs(json!([{"role":"user","content":"a"},{"role":"assistant","content":""}]))),
             ("consecutive same-role messages", V23, msgs(json!([{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"assistant","content":"c"},{"role":"assistant","content":"d"}]))),

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
+use crate::protocol::merge::merge_top_level;
 use serde_json::{json, Map, Value};
 
 use super::tool_names::ToolNameMap;
@@ -65,42 +66,6 @@ pub fn translate_request(req: &MessagesRequest, ctx: &RequestContext<'_>) -> Tra
         tool_names: built.tool_names,
         warnings: built.warnings,
         estimated_input_tokens: built.estimated_input_tokens,
-    }
-}
-
-/// Keys of `provider_options.openai` that would break the translation (gateway.md §4 makes them a
-/// 400; they are skipped here as well).
-const PROTECTED_KEYS: [&str; 5] = ["model", "messages", "stream", "stream_options", "tools"];
-
-fn merge_top_level(body: &mut Value, patch: &Map<String, Value>) {
-    let Value::Object(obj) = body else { return };
-    for (k, v) in patch {
-        if PROTECTED_KEYS.contains(&k.as_str()) {
-            continue;
-        }
-        match obj.get_mut(k) {
-            Some(existing) => deep_merge(existing, v),
-            None => {
-                obj.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
-/// Objects merge key by key; anything else is replaced by the patch.
-fn deep_merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                match t.get_mut(k) {
-                    Some(existing) => deep_merge(existing, v),
-                    None => {
-                        t.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
     }
 }
 
