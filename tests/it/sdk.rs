@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::common::tool_user::{services, tools_config};
 use crate::common::upstream::MockUpstream;
 use crate::common::*;
 
@@ -31,6 +32,9 @@ struct Target {
     expect_tool_input: &'static str,
     /// Calls the gateway's `datetime` tool when offered it, then answers with text.
     tool_loop: &'static str,
+    /// Calls every gateway tool offered in one turn, then answers with text. (The mock provider
+    /// calls only the first tool offered, so its target uses the scripted upstream here.)
+    tool_loop_all: &'static str,
 }
 
 const TARGETS: [Target; 3] = [
@@ -44,6 +48,7 @@ const TARGETS: [Target; 3] = [
         midstream: "up-midstream",
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
         tool_loop: "up-loop-datetime",
+        tool_loop_all: "up-loop",
     },
     // The built-in mock provider, in 3-char chunks so the tool JSON splits inside keys and
     // strings. It fills the required properties of the suites' `get_weather` schema (string →
@@ -80,6 +85,7 @@ deployments = [{ provider = "sdk-mock", model = "error-midstream" }]
         expect_tool_input: r#"{"city":"mock","unit":"célsius","days":[]}"#,
         // `tool_mode = "auto"` calls the first tool offered: the gateway's.
         tool_loop: "sdk-mock-text",
+        tool_loop_all: "up-loop",
     },
     // An OpenAI-compatible upstream (`by_model` in common/openai_upstream.rs), translated both
     // ways: the same suites must pass unchanged.
@@ -111,6 +117,10 @@ deployments = [{ provider = "sdk-openai", model = "midstream" }]
 [[models]]
 id = "sdk-oai-loop"
 deployments = [{ provider = "sdk-openai", model = "loop-datetime" }]
+
+[[models]]
+id = "sdk-oai-loop-all"
+deployments = [{ provider = "sdk-openai", model = "loop" }]
 "#,
         text: "sdk-oai-text",
         tool: "sdk-oai-tool",
@@ -118,6 +128,7 @@ deployments = [{ provider = "sdk-openai", model = "loop-datetime" }]
         midstream: "sdk-oai-midstream",
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
         tool_loop: "sdk-oai-loop",
+        tool_loop_all: "sdk-oai-loop-all",
     },
 ];
 
@@ -132,8 +143,9 @@ fn limited_key(target: &Target) -> String {
 
 /// `base_config` plus every target's providers and models, and one `requests_per_minute = 1`
 /// key per target (each suite run spends its own).
-fn sdk_config(upstream: &str, openai: &str) -> aigw::Config {
+fn sdk_config(upstream: &str, openai: &str, services: &str) -> aigw::Config {
     let mut text = base_config(upstream);
+    text.push_str(&tools_config(services));
     for target in &TARGETS {
         text.push_str(&target.config.replace("{openai}", openai));
         text.push_str(&format!(
@@ -194,12 +206,13 @@ async fn run_suite(sdk: Sdk) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let upstream = MockUpstream::anthropic();
     let openai = MockUpstream::openai();
-    let gw = TestGateway::start_config(sdk_config(&upstream.url, &openai.url));
+    let services = services();
+    let gw = TestGateway::start_config(sdk_config(&upstream.url, &openai.url, &services.url));
     // The targets use disjoint models and keys, so their runs may overlap (an SDK import alone
     // takes seconds).
     let runs = TARGETS
         .iter()
-        .map(|target| run_target(sdk, root, &gw.url, target));
+        .map(|target| run_target(sdk, root, &gw.url, &services.url, target));
     let failures: Vec<String> = futures_util::future::join_all(runs)
         .await
         .into_iter()
@@ -212,7 +225,13 @@ async fn run_suite(sdk: Sdk) {
 }
 
 /// One run of `sdk`'s suite against `target`: `Err` holds the report of a failure.
-async fn run_target(sdk: Sdk, root: &Path, url: &str, target: &Target) -> Result<(), String> {
+async fn run_target(
+    sdk: Sdk,
+    root: &Path,
+    url: &str,
+    services: &str,
+    target: &Target,
+) -> Result<(), String> {
     let mut cmd = sdk.command(root);
     // Only what the suite is told: no credentials, base URL or proxy from the environment.
     for (var, _) in std::env::vars_os() {
@@ -231,6 +250,9 @@ async fn run_target(sdk: Sdk, root: &Path, url: &str, target: &Target) -> Result
         .env("MODEL_MIDSTREAM", target.midstream)
         .env("EXPECT_TOOL_INPUT", target.expect_tool_input)
         .env("MODEL_LOOP", target.tool_loop)
+        .env("MODEL_LOOP_ALL", target.tool_loop_all)
+        .env("FETCH_URL", format!("{services}/page"))
+        .env("MISSING_URL", format!("{services}/missing"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::openai_upstream::openai_config;
 use crate::common::tool_mocks::{HttpMock, Reply as MockReply};
+use crate::common::tool_user::{services, tools_config, PNG};
 use crate::common::upstream::{MockUpstream, Reply};
 use crate::common::*;
 
@@ -23,30 +24,6 @@ const LOOP_MODELS: [&str; 9] = [
     "loop-advisor",
     "loop-image_generation",
 ];
-
-const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
-
-/// The services gateway tools reach: a SearXNG instance, a web page, an images API.
-fn services() -> HttpMock {
-    HttpMock::start(|r| {
-        match (r.method.as_str(), r.path.as_str()) {
-        ("GET", "/searx/search") => MockReply::Json(
-            200,
-            json!({"results":[{"url":"https://example.org/lyon","title":"Lyon forecast","content":"Sunny in Lyon","publishedDate":"2026-07-08"}]}),
-        ),
-        ("GET", "/page") => MockReply::Body(
-            200,
-            "text/html; charset=utf-8",
-            bytes::Bytes::from_static(b"<html><head><title>Lyon page</title></head><body><h1>Lyon</h1><p>Hello from Lyon.</p></body></html>"),
-        ),
-        ("POST", "/v1/images/generations") => MockReply::Json(
-            200,
-            json!({"created":1,"data":[{"b64_json":PNG}],"usage":{"input_tokens":7,"output_tokens":50}}),
-        ),
-        _ => MockReply::Json(404, json!({"error":"not found"})),
-    }
-    })
-}
 
 struct Setup {
     gw: TestGateway,
@@ -75,33 +52,8 @@ impl Setup {
                 ));
             }
         }
-        text.push_str(&format!(
-            r#"
-[[providers]]
-name = "images"
-kind = "openai"
-base_url = "{s}/v1"
-
-[tools]
-max_rounds = 3
-{extra}
-
-[tools.web_search.engines.local]
-kind = "searxng"
-base_url = "{s}/searx"
-
-[tools.web_fetch]
-allow_private_networks = true
-
-[tools.image_generation]
-provider = "images"
-model = "gpt-image-1"
-
-[tools.advisor]
-default_model = "up-text"
-"#,
-            s = services.url
-        ));
+        text.push_str(&format!("\n[tools]\nmax_rounds = 3\n{extra}\n"));
+        text.push_str(&tools_config(&services.url));
         Self {
             gw: TestGateway::start(&text),
             up,

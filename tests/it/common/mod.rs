@@ -92,7 +92,8 @@ deployments = [{{ provider = "mock", model = "error-500" }}]
     )
 }
 
-pub const UPSTREAM_MODELS: [&str; 10] = [
+pub const UPSTREAM_MODELS: [&str; 11] = [
+    "loop",
     "loop-datetime",
     "text",
     "tool",

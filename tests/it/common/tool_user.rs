@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::openai_upstream as oai;
+use super::tool_mocks::{HttpMock, Reply as MockReply};
 use super::upstream::{self, End, Reply};
 
 /// One turn of the scripted model.
@@ -265,4 +266,57 @@ pub fn openai(req: &Value) -> Reply {
         delay: std::time::Duration::ZERO,
         end: End::Close,
     }
+}
+
+/// A 1×1 PNG, as the images mock returns it.
+pub const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+/// The services gateway tools reach: a SearXNG instance (`/searx`), a web page (`/page`), an
+/// images API (`/v1/images/generations`); anything else is a 404.
+pub fn services() -> HttpMock {
+    HttpMock::start(|r| {
+        match (r.method.as_str(), r.path.as_str()) {
+        ("GET", "/searx/search") => MockReply::Json(
+            200,
+            json!({"results":[{"url":"https://example.org/lyon","title":"Lyon forecast","content":"Sunny in Lyon","publishedDate":"2026-07-08"}]}),
+        ),
+        ("GET", "/page") => MockReply::Body(
+            200,
+            "text/html; charset=utf-8",
+            Bytes::from_static(b"<html><head><title>Lyon page</title></head><body><h1>Lyon</h1><p>Hello from Lyon.</p></body></html>"),
+        ),
+        ("POST", "/v1/images/generations") => MockReply::Json(
+            200,
+            json!({"created":1,"data":[{"b64_json":PNG}],"usage":{"input_tokens":7,"output_tokens":50}}),
+        ),
+        _ => MockReply::Json(404, json!({"error":"not found"})),
+    }
+    })
+}
+
+/// Config for the five tools against [`services`]: an `images` provider, a SearXNG engine,
+/// fetches allowed on loopback, the advisor on model `up-text` (from `base_config`).
+pub fn tools_config(services: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "images"
+kind = "openai"
+base_url = "{services}/v1"
+
+[tools.web_search.engines.local]
+kind = "searxng"
+base_url = "{services}/searx"
+
+[tools.web_fetch]
+allow_private_networks = true
+
+[tools.image_generation]
+provider = "images"
+model = "gpt-image-1"
+
+[tools.advisor]
+default_model = "up-text"
+"#
+    )
 }

@@ -5,7 +5,9 @@ Run by `tests/it/sdk.rs` once per target, which sets (environment only):
   MODEL_TEXT (a plain text reply), MODEL_TOOL (answers with a `get_weather` tool call),
   MODEL_500 (the upstream fails with 500), MODEL_MIDSTREAM (the stream fails after its first
   text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal), MODEL_LOOP (calls the
-  gateway's datetime tool when offered it, then answers with text).
+  gateway's datetime tool when offered it, then answers with text), MODEL_LOOP_ALL (calls every
+  gateway tool offered, fetching the first http:// URL of the system prompt), FETCH_URL (a page
+  that exists), MISSING_URL (one that answers 404).
 The same cases live in `tests/sdk/ts/sdk.test.mjs`; keep the two files in step.
 """
 
@@ -25,6 +27,23 @@ MODEL_500 = os.environ["MODEL_500"]
 MODEL_MIDSTREAM = os.environ["MODEL_MIDSTREAM"]
 EXPECT_TOOL_INPUT = json.loads(os.environ["EXPECT_TOOL_INPUT"])
 MODEL_LOOP = os.environ["MODEL_LOOP"]
+MODEL_LOOP_ALL = os.environ["MODEL_LOOP_ALL"]
+FETCH_URL = os.environ["FETCH_URL"]
+MISSING_URL = os.environ["MISSING_URL"]
+ALL_TOOLS = [
+    {"type": "gateway:datetime"},
+    {"type": "gateway:web_search"},
+    {"type": "gateway:web_fetch"},
+    {"type": "ai-stats:advisor"},
+    {"type": "gateway:image_generation"},
+]
+ALL_RESULTS = [
+    "datetime_tool_result",
+    "web_search_tool_result",
+    "web_fetch_tool_result",
+    "advisor_tool_result",
+    "image_generation_tool_result",
+]
 DATETIME_TOOL = {"type": "gateway:datetime", "timezone": "Europe/Paris"}
 WHAT_TIME = [{"role": "user", "content": "What time is it in Paris?"}]
 
@@ -319,3 +338,48 @@ def test_gateway_tool_loop_stream_and_continuation():
     ]
     reply = client().messages.create(model=MODEL_LOOP, max_tokens=256, messages=history, tools=[DATETIME_TOOL])
     assert reply.content, reply
+
+
+def assert_all_tools(message):
+    data = message.to_dict()
+    types = [b["type"] for b in data["content"]]
+    expected = ["text"]
+    for result in ALL_RESULTS:
+        expected += ["server_tool_use", result]
+    assert types == expected + ["text"], types
+    for call, result in zip(data["content"][1:-1:2], data["content"][2:-1:2]):
+        assert result["tool_use_id"] == call["id"], (call, result)
+        assert "error_code" not in json.dumps(result["content"]), result
+    assert data["content"][4]["content"][0]["url"] == "https://example.org/lyon"
+    assert data["content"][6]["content"]["content"]["title"] == "Lyon page"
+    assert data["content"][10]["content"]["source"]["media_type"] == "image/png"
+    assert set(data["usage"]["server_tool_use"].values()) == {1}, data["usage"]
+    assert message.stop_reason == "end_turn"
+
+
+def test_every_gateway_tool_create_and_stream():
+    system = f"Fetch {FETCH_URL} when useful."
+    message = client().messages.create(
+        model=MODEL_LOOP_ALL, max_tokens=256, system=system, messages=WHAT_TIME, tools=ALL_TOOLS
+    )
+    assert_all_tools(message)
+    with client().messages.stream(
+        model=MODEL_LOOP_ALL, max_tokens=256, system=system, messages=WHAT_TIME, tools=ALL_TOOLS
+    ) as stream:
+        final = stream.get_final_message()
+    assert_all_tools(final)
+
+
+def test_tool_error_result_block():
+    with client().messages.stream(
+        model=MODEL_LOOP_ALL,
+        max_tokens=256,
+        system=f"Fetch {MISSING_URL}",
+        messages=WHAT_TIME,
+        tools=[{"type": "gateway:web_fetch"}],
+    ) as stream:
+        final = stream.get_final_message()
+    data = final.to_dict()
+    result = next(b for b in data["content"] if b["type"] == "web_fetch_tool_result")
+    assert result["content"] == {"type": "web_fetch_tool_result_error", "error_code": "url_not_accessible"}, result
+    assert data["usage"]["server_tool_use"]["web_fetch_requests"] == 1

@@ -35,6 +35,23 @@ const MODEL_500 = env('MODEL_500');
 const MODEL_MIDSTREAM = env('MODEL_MIDSTREAM');
 const EXPECT_TOOL_INPUT = JSON.parse(env('EXPECT_TOOL_INPUT'));
 const MODEL_LOOP = env('MODEL_LOOP');
+const MODEL_LOOP_ALL = env('MODEL_LOOP_ALL');
+const FETCH_URL = env('FETCH_URL');
+const MISSING_URL = env('MISSING_URL');
+const ALL_TOOLS = [
+  { type: 'gateway:datetime' },
+  { type: 'gateway:web_search' },
+  { type: 'gateway:web_fetch' },
+  { type: 'ai-stats:advisor' },
+  { type: 'gateway:image_generation' },
+];
+const ALL_RESULTS = [
+  'datetime_tool_result',
+  'web_search_tool_result',
+  'web_fetch_tool_result',
+  'advisor_tool_result',
+  'image_generation_tool_result',
+];
 const DATETIME_TOOL = { type: 'gateway:datetime', timezone: 'Europe/Paris' };
 const WHAT_TIME = [{ role: 'user', content: 'What time is it in Paris?' }];
 
@@ -370,4 +387,46 @@ test('gateway tool loop: stream, then the conversation continues', async () => {
     tools: [DATETIME_TOOL],
   });
   assert.ok(reply.content.length > 0);
+});
+
+function assertAllTools(message) {
+  const types = message.content.map((b) => b.type);
+  const expected = ['text', ...ALL_RESULTS.flatMap((r) => ['server_tool_use', r]), 'text'];
+  assert.deepEqual(types, expected);
+  for (let i = 1; i < message.content.length - 1; i += 2) {
+    assert.equal(message.content[i + 1].tool_use_id, message.content[i].id);
+    assert.ok(!JSON.stringify(message.content[i + 1].content).includes('error_code'), JSON.stringify(message.content[i + 1]));
+  }
+  assert.equal(message.content[4].content[0].url, 'https://example.org/lyon');
+  assert.equal(message.content[6].content.content.title, 'Lyon page');
+  assert.equal(message.content[10].content.source.media_type, 'image/png');
+  assert.deepEqual(new Set(Object.values(message.usage.server_tool_use)), new Set([1]));
+  assert.equal(message.stop_reason, 'end_turn');
+}
+
+test('every gateway tool: create and stream', async () => {
+  const params = {
+    model: MODEL_LOOP_ALL,
+    max_tokens: 256,
+    system: `Fetch ${FETCH_URL} when useful.`,
+    messages: WHAT_TIME,
+    tools: ALL_TOOLS,
+  };
+  assertAllTools(await client().messages.create(params));
+  assertAllTools(await client().messages.stream(params).finalMessage());
+});
+
+test('a tool error result block', async () => {
+  const final = await client()
+    .messages.stream({
+      model: MODEL_LOOP_ALL,
+      max_tokens: 256,
+      system: `Fetch ${MISSING_URL}`,
+      messages: WHAT_TIME,
+      tools: [{ type: 'gateway:web_fetch' }],
+    })
+    .finalMessage();
+  const result = final.content.find((b) => b.type === 'web_fetch_tool_result');
+  assert.deepEqual(result.content, { type: 'web_fetch_tool_result_error', error_code: 'url_not_accessible' });
+  assert.equal(final.usage.server_tool_use.web_fetch_requests, 1);
 });
