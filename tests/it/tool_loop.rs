@@ -720,7 +720,6 @@ async fn pings_while_a_tool_runs() {
         // The same setup, with pings every 100 ms.
         let up = &s.up.url;
         let mut t = openai_config(&s.oai.url, up);
-        t.push_str("\n[[models]]\nid = \"up-loop\"\ndeployments = [{ provider = \"up\", model = \"loop\" }]\n");
         t = t.replace(
             "[stream]\nusage_wait_ms = 300",
             "[stream]\nusage_wait_ms = 300\nping_interval_ms = 100",

