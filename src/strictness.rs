@@ -160,28 +160,19 @@ pub fn prompt_cache_key(key_name: &str, session_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderConfig;
     use crate::protocol::request::parse_fields;
     use crate::protocol::validate::{validate, ApiVersion};
-    use crate::providers::Provider;
     use serde_json::json;
 
     fn deployment(name: &str, kind: &str) -> Arc<Deployment> {
-        let config: ProviderConfig =
-            toml::from_str(&format!("name = \"{name}\"\nkind = \"{kind}\"")).unwrap();
-        Arc::new(Deployment {
-            name: format!("{name}/m"),
-            provider: Arc::new(Provider {
-                config,
-                api_key: None,
-            }),
-            provider_index: 0,
-            upstream_model: "m".into(),
-            weight: 1,
-            price: None,
-            breaker: crate::routing::CircuitBreaker::new(Default::default()),
-            stats: Default::default(),
-        })
+        crate::routing::test_deployment(
+            name,
+            kind,
+            &format!("{name}/m"),
+            1,
+            None,
+            Default::default(),
+        )
     }
 
     fn model(deployments: Vec<Arc<Deployment>>) -> Model {

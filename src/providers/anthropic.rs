@@ -10,15 +10,14 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    accepted, report_sent, retry_after, upstream_error_message, Call, Provider, ProviderEvent,
-    UpstreamError, UpstreamMessage,
+    accepted, report_sent, send_checked, Call, Provider, ProviderEvent, UpstreamError,
+    UpstreamMessage,
 };
 use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary};
 use crate::protocol::sse::{SseEvent, SseParser};
 
 /// Largest non-stream body or error body read from an upstream.
 const MAX_BODY: usize = 64 * 1024 * 1024;
-const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 pub async fn run(
     client: awc::Client,
@@ -98,32 +97,7 @@ async fn send(
         .collect();
     let body = Bytes::from(call.request.anthropic_body(&call.upstream_model, &skip));
     report_sent(call, &req, &body, sink).await;
-    let mut res = req.send_body(body).await.map_err(|e| {
-        UpstreamError::transient(provider.redact(&format!("upstream request failed: {e}")))
-    })?;
-    let status = res.status().as_u16();
-    if !(200..300).contains(&status) {
-        let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
-        let (message, kind) = upstream_error_message(&body);
-        let mut err = UpstreamError::from_status(status, provider.redact(&message));
-        err.error_type = kind;
-        err.retry_after = retry_after(res.headers());
-        return Err(err);
-    }
-    if call.stream {
-        let ct = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct.starts_with("text/event-stream") {
-            return Err(UpstreamError::transient(format!(
-                "upstream answered a stream request with content-type \"{}\"",
-                super::truncate_chars(ct, 100)
-            )));
-        }
-    }
-    Ok(res)
+    send_checked(req, body, provider, call.stream, true).await
 }
 
 fn read_message(body: Bytes) -> ProviderEvent {

@@ -339,6 +339,47 @@ pub async fn report_sent(
     }
 }
 
+/// Largest error body read from an upstream.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// Sends a built request and checks the head: a non-2xx answer becomes an [`UpstreamError`]
+/// (its message read from the body, the provider's key redacted; `keep_error_type` keeps the
+/// body's Anthropic `error.type`), and so does a stream answered without SSE.
+pub async fn send_checked(
+    req: awc::ClientRequest,
+    body: Bytes,
+    provider: &Provider,
+    stream: bool,
+    keep_error_type: bool,
+) -> Result<awc::ClientResponse, UpstreamError> {
+    let mut res = req.send_body(body).await.map_err(|e| {
+        UpstreamError::transient(provider.redact(&format!("upstream request failed: {e}")))
+    })?;
+    let status = res.status().as_u16();
+    if !(200..300).contains(&status) {
+        let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
+        let (message, kind) = upstream_error_message(&body);
+        let mut err = UpstreamError::from_status(status, provider.redact(&message));
+        err.error_type = kind.filter(|_| keep_error_type);
+        err.retry_after = retry_after(res.headers());
+        return Err(err);
+    }
+    if stream {
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("text/event-stream") {
+            return Err(UpstreamError::transient(format!(
+                "upstream answered a stream request with content-type \"{}\"",
+                truncate_chars(ct, 100)
+            )));
+        }
+    }
+    Ok(res)
+}
+
 /// The response head's upstream request id, reported as [`ProviderEvent::Accepted`].
 pub fn accepted(res: &awc::ClientResponse) -> ProviderEvent {
     let upstream_request_id = ["request-id", "x-request-id"]

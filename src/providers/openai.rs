@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    accepted, report_sent, retry_after, truncate_chars, upstream_error_message, Call, FailureClass,
-    Provider, ProviderEvent, StreamTiming, UpstreamError, UpstreamMessage,
+    accepted, report_sent, send_checked, truncate_chars, Call, FailureClass, Provider,
+    ProviderEvent, StreamTiming, UpstreamError, UpstreamMessage,
 };
 use crate::ids;
 use crate::protocol::anthropic::Frame;
@@ -27,7 +27,6 @@ use crate::protocol::translate::{
 
 /// Largest non-stream body or error body read from an upstream.
 const MAX_BODY: usize = 64 * 1024 * 1024;
-const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 pub async fn run(
     client: awc::Client,
@@ -128,32 +127,8 @@ async fn send(
         req = req.insert_header((k.as_str(), v.as_str()));
     }
     report_sent(call, &req, &body, sink).await;
-    let mut res = req.send_body(body).await.map_err(|e| {
-        UpstreamError::transient(provider.redact(&format!("upstream request failed: {e}")))
-    })?;
-    let status = res.status().as_u16();
-    if !(200..300).contains(&status) {
-        let body = res.body().limit(MAX_ERROR_BODY).await.unwrap_or_default();
-        // OpenAI's `error.type` is not an Anthropic type: the status decides (translation.md §6).
-        let (message, _) = upstream_error_message(&body);
-        let mut err = UpstreamError::from_status(status, provider.redact(&message));
-        err.retry_after = retry_after(res.headers());
-        return Err(err);
-    }
-    if call.stream {
-        let ct = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct.starts_with("text/event-stream") {
-            return Err(UpstreamError::transient(format!(
-                "upstream answered a stream request with content-type \"{}\"",
-                truncate_chars(ct, 100)
-            )));
-        }
-    }
-    Ok(res)
+    // OpenAI's `error.type` is not an Anthropic type: the status decides (translation.md §6).
+    send_checked(req, body, provider, call.stream, false).await
 }
 
 /// Reads SSE until the translator closes: frames go to the session as soon as a read yields

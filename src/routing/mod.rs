@@ -227,10 +227,37 @@ pub fn weighted_order(deployments: &[Arc<Deployment>], rng: &mut impl Rng) -> Ve
     out
 }
 
+/// A deployment on a fresh provider of `kind` named `provider`, for unit tests across modules.
+#[cfg(test)]
+pub(crate) fn test_deployment(
+    provider: &str,
+    kind: &str,
+    name: &str,
+    weight: u32,
+    price: Option<(f64, f64)>,
+    breaker: crate::config::CircuitBreakerConfig,
+) -> Arc<Deployment> {
+    let config: crate::config::ProviderConfig =
+        toml::from_str(&format!("name = \"{provider}\"\nkind = \"{kind}\""))
+            .expect("test provider");
+    Arc::new(Deployment {
+        name: name.into(),
+        provider: Arc::new(Provider {
+            config,
+            api_key: None,
+        }),
+        provider_index: 0,
+        upstream_model: name.into(),
+        weight,
+        price: price.map(|(input, output)| Price { input, output }),
+        breaker: CircuitBreaker::new(breaker),
+        stats: DeploymentStats::default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderConfig;
     use rand::SeedableRng;
     use std::time::Duration;
 
@@ -240,24 +267,11 @@ mod tests {
         weight: u32,
         price: Option<(f64, f64)>,
     ) -> Arc<Deployment> {
-        let config: ProviderConfig =
-            toml::from_str(&format!("name = \"{provider}\"\nkind = \"mock\"")).unwrap();
-        Arc::new(Deployment {
-            name: name.into(),
-            provider: Arc::new(Provider {
-                config,
-                api_key: None,
-            }),
-            provider_index: 0,
-            upstream_model: name.into(),
-            weight,
-            price: price.map(|(input, output)| Price { input, output }),
-            breaker: CircuitBreaker::new(crate::config::CircuitBreakerConfig {
-                consecutive_failures: 1,
-                ..Default::default()
-            }),
-            stats: DeploymentStats::default(),
-        })
+        let breaker = crate::config::CircuitBreakerConfig {
+            consecutive_failures: 1,
+            ..Default::default()
+        };
+        test_deployment(provider, "mock", name, weight, price, breaker)
     }
 
     fn dep(name: &str, weight: u32) -> Arc<Deployment> {

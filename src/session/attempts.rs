@@ -153,26 +153,10 @@ impl AttemptPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CircuitBreakerConfig, ProviderConfig};
-    use crate::providers::Provider;
-    use crate::routing::{CircuitBreaker, DeploymentStats};
     use rand::SeedableRng;
 
     fn dep(name: &str) -> Arc<Deployment> {
-        let config: ProviderConfig = toml::from_str("name = \"p\"\nkind = \"mock\"").unwrap();
-        Arc::new(Deployment {
-            name: name.into(),
-            provider: Arc::new(Provider {
-                config,
-                api_key: None,
-            }),
-            provider_index: 0,
-            upstream_model: name.into(),
-            weight: 1,
-            price: None,
-            breaker: CircuitBreaker::new(CircuitBreakerConfig::default()),
-            stats: DeploymentStats::default(),
-        })
+        crate::routing::test_deployment("p", "mock", name, 1, None, Default::default())
     }
 
     fn plan(names: &[&str]) -> AttemptPlan {
