@@ -34,11 +34,20 @@ pub struct Plan {
     pub rounds: usize,
     pub idle_streams: usize,
     pub conversation_turns: usize,
+    /// Phases to run (`AIGW_BENCH_ONLY`, comma-separated); empty = all.
+    pub only: Vec<String>,
 }
+
+/// Phase names for `AIGW_BENCH_ONLY`.
+pub const PHASES: [&str; 6] = ["c1", "conversation", "c64", "stream1", "stream512", "idle"];
 
 impl Plan {
     fn secs(&self, s: f64) -> Duration {
         Duration::from_secs_f64(s * self.scale)
+    }
+
+    fn runs(&self, phase: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == phase)
     }
 }
 
@@ -74,9 +83,28 @@ fn main() {
         rounds: env_or("AIGW_BENCH_ROUNDS", 4),
         idle_streams: env_or("AIGW_BENCH_IDLE_STREAMS", if quick { 1000 } else { 10_000 }),
         conversation_turns: 50,
+        only: std::env::var("AIGW_BENCH_ONLY")
+            .unwrap_or_default()
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
     };
+    if let Some(bad) = plan.only.iter().find(|p| !PHASES.contains(&p.as_str())) {
+        eprintln!(
+            "AIGW_BENCH_ONLY: unknown phase {bad:?}; phases: {}",
+            PHASES.join(", ")
+        );
+        std::process::exit(2);
+    }
     let started = Instant::now();
-    let results = run(&plan);
+    let (busy0, own0) = (procs::machine_busy(), procs::own_cpu());
+    let mut results = run(&plan);
+    results.background = Background {
+        wall: started.elapsed(),
+        busy: procs::machine_busy().saturating_sub(busy0),
+        own: procs::own_cpu().saturating_sub(own0),
+    };
     report::print(&plan, &results);
     eprintln!("[load] done in {:.0} s", started.elapsed().as_secs_f64());
 }
@@ -102,6 +130,8 @@ pub struct LoopPair {
     pub direct: LoopStats,
     pub gateway: LoopStats,
     pub gateway_cpu: Duration,
+    /// The mock's CPU over the direct rounds: what serving alone costs.
+    pub mock_cpu: Duration,
 }
 
 pub struct StreamPair {
@@ -109,12 +139,13 @@ pub struct StreamPair {
     pub gateway: StreamStats,
 }
 
+/// One path's figures; a phase left out by `AIGW_BENCH_ONLY` is `None`.
 pub struct KindResults {
-    pub c1: LoopPair,
+    pub c1: Option<LoopPair>,
     pub c1_conversation: Option<LoopPair>,
-    pub c64: LoopPair,
-    pub c1_stream: StreamPair,
-    pub s512: StreamPair,
+    pub c64: Option<LoopPair>,
+    pub c1_stream: Option<StreamPair>,
+    pub s512: Option<StreamPair>,
 }
 
 pub struct IdleResults {
@@ -130,12 +161,23 @@ pub struct IdleResults {
     pub ramp: Duration,
 }
 
+/// What the whole machine did during the run, to tell a quiet run from a noisy one.
+#[derive(Default)]
+pub struct Background {
+    pub wall: Duration,
+    /// Busy time of all cores.
+    pub busy: Duration,
+    /// This harness, the mock and the gateway (children are counted once reaped).
+    pub own: Duration,
+}
+
 pub struct Results {
     pub passthrough: KindResults,
     /// `Err(why)` when the translated rows cannot run in this build.
     pub translated: Result<KindResults, String>,
-    pub idle: IdleResults,
+    pub idle: Option<IdleResults>,
     pub body_sizes: (usize, usize),
+    pub background: Background,
 }
 
 /// Where the direct baseline sends a request of `kind` for mock `profile`.
@@ -203,7 +245,7 @@ fn loop_pair(
     (d, g): &(Target, Target),
     conns: usize,
     round: Duration,
-    gw: &ChildGuard,
+    pids: Pids,
 ) -> LoopPair {
     eprintln!("[load] {label}");
     let threads = plan.load_threads;
@@ -214,17 +256,20 @@ fn loop_pair(
         direct: LoopStats::new(),
         gateway: LoopStats::new(),
         gateway_cpu: Duration::ZERO,
+        mock_cpu: Duration::ZERO,
     };
     for r in 0..plan.rounds {
         for gateway_turn in [r % 2 == 1, r % 2 == 0] {
             if gateway_turn {
-                let cpu = cpu_time(gw.pid());
+                let cpu = cpu_time(pids.gateway);
                 let s = closed_loop(g, conns, threads, round);
-                out.gateway_cpu += cpu_time(gw.pid()) - cpu;
+                out.gateway_cpu += cpu_time(pids.gateway) - cpu;
                 out.gateway.elapsed += s.elapsed;
                 out.gateway.merge(s);
             } else {
+                let cpu = cpu_time(pids.mock);
                 let s = closed_loop(d, conns, threads, round);
+                out.mock_cpu += cpu_time(pids.mock) - cpu;
                 out.direct.elapsed += s.elapsed;
                 out.direct.merge(s);
             }
@@ -275,26 +320,29 @@ fn stream_pair(
     out
 }
 
-fn measure_kind(
-    kind: Kind,
-    plan: &Plan,
-    gw: &ChildGuard,
-    addr: SocketAddr,
-    mock: u16,
-) -> KindResults {
+/// The processes whose CPU is read.
+#[derive(Clone, Copy)]
+struct Pids {
+    gateway: u32,
+    mock: u32,
+}
+
+fn measure_kind(kind: Kind, plan: &Plan, pids: Pids, addr: SocketAddr, mock: u16) -> KindResults {
     let name = match kind {
         Kind::Passthrough => "passthrough",
         Kind::Translated => "translated",
     };
-    let c1 = loop_pair(
-        &format!("(a) {name}: c=1 non-stream"),
-        plan,
-        &pair(kind, addr, mock, "fast", false),
-        1,
-        plan.secs(1.0),
-        gw,
-    );
-    let c1_conversation = (kind == Kind::Passthrough).then(|| {
+    let c1 = plan.runs("c1").then(|| {
+        loop_pair(
+            &format!("(a) {name}: c=1 non-stream"),
+            plan,
+            &pair(kind, addr, mock, "fast", false),
+            1,
+            plan.secs(1.0),
+            pids,
+        )
+    });
+    let c1_conversation = (kind == Kind::Passthrough && plan.runs("conversation")).then(|| {
         let body =
             |model: &str| fixtures::conversation_request(model, plan.conversation_turns, false);
         let targets = (
@@ -307,37 +355,43 @@ fn measure_kind(
             &targets,
             1,
             plan.secs(1.0),
-            gw,
+            pids,
         )
     });
-    let c64 = loop_pair(
-        &format!("(b)(c) {name}: c=64 non-stream"),
-        plan,
-        &pair(kind, addr, mock, "fast", false),
-        64,
-        plan.secs(1.5),
-        gw,
-    );
-    let c1_stream = stream_pair(
-        &format!("(d) {name}: c=1 stream"),
-        plan,
-        &pair(kind, addr, mock, "fast", true),
-        1,
-        plan.secs(1.0),
-        plan.rounds.div_ceil(2),
-        Duration::ZERO,
-    );
+    let c64 = plan.runs("c64").then(|| {
+        loop_pair(
+            &format!("(b)(c) {name}: c=64 non-stream"),
+            plan,
+            &pair(kind, addr, mock, "fast", false),
+            64,
+            plan.secs(1.5),
+            pids,
+        )
+    });
+    let c1_stream = plan.runs("stream1").then(|| {
+        stream_pair(
+            &format!("(d) {name}: c=1 stream"),
+            plan,
+            &pair(kind, addr, mock, "fast", true),
+            1,
+            plan.secs(1.0),
+            plan.rounds.div_ceil(2),
+            Duration::ZERO,
+        )
+    });
     // One paced stream lasts DELTAS × PACED_INTERVAL; starts are spread over that time.
     let stream_len = mock::PACED_INTERVAL * mock::DELTAS as u32;
-    let s512 = stream_pair(
-        &format!("(d) {name}: 512 concurrent paced streams"),
-        plan,
-        &pair(kind, addr, mock, "paced", true),
-        512,
-        plan.secs(4.0).max(stream_len * 2),
-        2,
-        stream_len,
-    );
+    let s512 = plan.runs("stream512").then(|| {
+        stream_pair(
+            &format!("(d) {name}: 512 concurrent paced streams"),
+            plan,
+            &pair(kind, addr, mock, "paced", true),
+            512,
+            plan.secs(4.0).max(stream_len * 2),
+            2,
+            stream_len,
+        )
+    });
     KindResults {
         c1,
         c1_conversation,
@@ -382,22 +436,27 @@ fn run(plan: &Plan) -> Results {
         Ok((200, _)) => {}
         other => panic!("passthrough probe failed: {other:?}"),
     }
-    let passthrough = measure_kind(Kind::Passthrough, plan, &gw, addr, mock);
+    let pids = Pids {
+        gateway: gw.pid(),
+        mock: mock_proc.pid(),
+    };
+    let passthrough = measure_kind(Kind::Passthrough, plan, pids, addr, mock);
     let translated = translated_available(addr, mock)
-        .map(|()| measure_kind(Kind::Translated, plan, &gw, addr, mock));
+        .map(|()| measure_kind(Kind::Translated, plan, pids, addr, mock));
     if let Err(why) = &translated {
         eprintln!("[load] translated rows skipped: {why}");
     }
     drop(gw);
 
     // (e) on a fresh gateway, so its baseline is not the high-water mark of the load above.
-    let (gw, addr) = procs::spawn_gateway(&config, &log);
-    eprintln!(
-        "[load] (e) idle streams: fresh gateway on {addr} (pid {})",
-        gw.pid()
-    );
-    let idle = idle_phase(plan, &gw, addr, mock, fd_limit);
-    drop(gw);
+    let idle = plan.runs("idle").then(|| {
+        let (gw, addr) = procs::spawn_gateway(&config, &log);
+        eprintln!(
+            "[load] (e) idle streams: fresh gateway on {addr} (pid {})",
+            gw.pid()
+        );
+        idle_phase(plan, &gw, addr, mock, fd_limit)
+    });
     drop(mock_proc);
     Results {
         passthrough,
@@ -407,6 +466,7 @@ fn run(plan: &Plan) -> Results {
             fixtures::small_request("anthropic-fast", false).len(),
             fixtures::conversation_request("anthropic-fast", plan.conversation_turns, false).len(),
         ),
+        background: Background::default(),
     }
 }
 

@@ -202,6 +202,8 @@ pub fn serve(workers: usize) -> std::io::Result<()> {
         .backlog(4096)
         .max_connections(100_000)
         .keep_alive(Duration::from_secs(120))
+        // Like a production upstream: every streamed frame leaves at once.
+        .tcp_nodelay(true)
         .disable_signals()
         .bind("127.0.0.1:0")?;
         let port = server.addrs()[0].port();

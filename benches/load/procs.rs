@@ -30,8 +30,16 @@ impl ChildGuard {
 }
 
 impl Drop for ChildGuard {
+    /// SIGTERM first (the gateway drains and exits; a profiler wrapping it writes its report),
+    /// SIGKILL after 10 s.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signals a child this guard owns and has not reaped.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
@@ -174,10 +182,24 @@ deployments = [{{ provider = "{kind}-{profile}", model = "{model}" }}]
 }
 
 /// Starts `aigw` on a free loopback port and waits until `/healthz` answers.
+/// `AIGW_BENCH_GATEWAY_BIN` runs another build of the binary (A/B comparisons);
+/// `AIGW_BENCH_GATEWAY_WRAPPER` (e.g. `valgrind --tool=massif`) runs the gateway under a
+/// profiler; /proc figures then describe the wrapper process, so use it only to profile.
 pub fn spawn_gateway(config: &Path, log: &Path) -> (ChildGuard, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let log_file = std::fs::File::create(log).expect("create gateway log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aigw"));
+    let bin = std::env::var("AIGW_BENCH_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_aigw").to_string());
+    let wrapper = std::env::var("AIGW_BENCH_GATEWAY_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
     cmd.arg("--config")
         .arg(config)
         .arg("--listen")
@@ -192,7 +214,8 @@ pub fn spawn_gateway(config: &Path, log: &Path) -> (ChildGuard, SocketAddr) {
         child: cmd.spawn().expect("spawn aigw"),
         name: "gateway",
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let patience = Duration::from_secs(if wrapper.is_empty() { 15 } else { 120 });
+    let deadline = Instant::now() + patience;
     loop {
         if healthz(addr) {
             return (guard, addr);
@@ -203,7 +226,7 @@ pub fn spawn_gateway(config: &Path, log: &Path) -> (ChildGuard, SocketAddr) {
         }
         assert!(
             Instant::now() < deadline,
-            "the gateway did not answer /healthz within 15 s"
+            "the gateway did not answer /healthz within {patience:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -255,4 +278,40 @@ pub fn open_fds(pid: u32) -> usize {
 
 pub fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// Busy time of every core together (user, nice, system, irq, softirq, steal), from /proc/stat.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok())
+                .enumerate()
+                // user nice system idle iowait irq softirq steal: skip idle and iowait.
+                .filter(|(i, _)| *i < 8 && *i != 3 && *i != 4)
+                .map(|(_, v)| v)
+                .sum()
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU time of this process plus its children that have been waited for.
+pub fn own_cpu() -> Duration {
+    let mut total = Duration::ZERO;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        for tv in [ru.ru_utime, ru.ru_stime] {
+            total += Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+        }
+    }
+    total
 }

@@ -133,30 +133,33 @@ fn kind_rows(
     cpu_target_us: f64,
     body_kb: (usize, usize),
 ) {
-    let (d, g) = (&r.c1.direct.latency, &r.c1.gateway.latency);
-    let s = samples_loop(&r.c1);
-    let a50 = q(g, 0.5) - q(d, 0.5);
-    let a99 = q(g, 0.99) - q(d, 0.99);
-    t.row(
-        "(a) latency p50, c=1, non-stream",
-        path,
-        &us(q(d, 0.5)),
-        &us(q(g, 0.5)),
-        &added(a50),
-        "",
-        None,
-        &s,
-    );
-    t.row(
-        "(a) latency p99, c=1, non-stream",
-        path,
-        &us(q(d, 0.99)),
-        &us(q(g, 0.99)),
-        &added(a99),
-        "added ≤ 100 µs",
-        Some(a99 <= 100_000.0),
-        &s,
-    );
+    let cpu = |p: &LoopPair| p.gateway_cpu.as_nanos() as f64 / p.gateway.ok.max(1) as f64;
+    let mock_cpu = |p: &LoopPair| p.mock_cpu.as_nanos() as f64 / p.direct.ok.max(1) as f64;
+    if let Some(c1) = &r.c1 {
+        let (d, g) = (&c1.direct.latency, &c1.gateway.latency);
+        let s = samples_loop(c1);
+        let a99 = q(g, 0.99) - q(d, 0.99);
+        t.row(
+            "(a) latency p50, c=1, non-stream",
+            path,
+            &us(q(d, 0.5)),
+            &us(q(g, 0.5)),
+            &added(q(g, 0.5) - q(d, 0.5)),
+            "",
+            None,
+            &s,
+        );
+        t.row(
+            "(a) latency p99, c=1, non-stream",
+            path,
+            &us(q(d, 0.99)),
+            &us(q(g, 0.99)),
+            &added(a99),
+            "added ≤ 100 µs",
+            Some(a99 <= 100_000.0),
+            &s,
+        );
+    }
     if let Some(c) = &r.c1_conversation {
         t.row(
             &format!(
@@ -172,50 +175,54 @@ fn kind_rows(
             &samples_loop(c),
         );
     }
-    let (dr, gr) = (r.c64.direct.rps(), r.c64.gateway.rps());
-    t.row(
-        "(b) max requests/s, c=64, non-stream",
-        path,
-        &format!("{} /s", count(dr as u64)),
-        &format!("{} /s", count(gr as u64)),
-        &format!("gateway = {:.0}% of direct", 100.0 * gr / dr.max(1e-9)),
-        "",
-        None,
-        &samples_loop(&r.c64),
-    );
-    t.row(
-        "(b) latency p50 / p99 at c=64",
-        path,
-        &pq(&r.c64.direct.latency),
-        &pq(&r.c64.gateway.latency),
-        &pq_added(&r.c64.direct.latency, &r.c64.gateway.latency),
-        "",
-        None,
-        "",
-    );
-    let cpu = |p: &LoopPair| p.gateway_cpu.as_nanos() as f64 / p.gateway.ok.max(1) as f64;
-    let c64 = cpu(&r.c64);
-    t.row(
-        "(c) gateway CPU per request (user+sys), c=64",
-        path,
-        "",
-        &us(c64),
-        "",
-        &format!("≤ {cpu_target_us:.0} µs"),
-        Some(c64 <= cpu_target_us * 1000.0),
-        &format!("{:.2} s CPU", r.c64.gateway_cpu.as_secs_f64()),
-    );
-    t.row(
-        "(c) gateway CPU per request (user+sys), c=1",
-        path,
-        "",
-        &us(cpu(&r.c1)),
-        "",
-        "",
-        None,
-        &format!("{:.2} s CPU", r.c1.gateway_cpu.as_secs_f64()),
-    );
+    if let Some(c64) = &r.c64 {
+        let (dr, gr) = (c64.direct.rps(), c64.gateway.rps());
+        t.row(
+            "(b) max requests/s, c=64, non-stream",
+            path,
+            &format!("{} /s", count(dr as u64)),
+            &format!("{} /s", count(gr as u64)),
+            &format!("gateway = {:.0}% of direct", 100.0 * gr / dr.max(1e-9)),
+            "",
+            None,
+            &samples_loop(c64),
+        );
+        t.row(
+            "(b) latency p50 / p99 at c=64",
+            path,
+            &pq(&c64.direct.latency),
+            &pq(&c64.gateway.latency),
+            &pq_added(&c64.direct.latency, &c64.gateway.latency),
+            "",
+            None,
+            "",
+        );
+        let per = cpu(c64);
+        t.row(
+            "(c) gateway CPU per request (user+sys), c=64",
+            path,
+            &format!("mock: {}", us(mock_cpu(c64))),
+            &us(per),
+            &format!("{:.1}× the mock's", per / mock_cpu(c64).max(1.0)),
+            &format!("≤ {cpu_target_us:.0} µs"),
+            Some(per <= cpu_target_us * 1000.0),
+            &format!("{:.2} s CPU", c64.gateway_cpu.as_secs_f64()),
+        );
+    }
+    if let Some(c1) = &r.c1 {
+        t.row(
+            "(c) gateway CPU per request (user+sys), c=1",
+            path,
+            &format!("mock: {}", us(mock_cpu(c1))),
+            &us(cpu(c1)),
+            &format!("{:.1}× the mock's", cpu(c1) / mock_cpu(c1).max(1.0)),
+            "",
+            None,
+            &format!("{:.2} s CPU", c1.gateway_cpu.as_secs_f64()),
+        );
+    }
     for (label, p) in [("c=1", &r.c1_stream), ("512 concurrent streams", &r.s512)] {
+        let Some(p) = p else { continue };
         let (d, g) = (&p.direct.ttft, &p.gateway.ttft);
         for (name, quant) in [("p50", 0.5), ("p99", 0.99)] {
             let a = q(g, quant) - q(d, quant);
@@ -231,39 +238,40 @@ fn kind_rows(
             );
         }
     }
-    let p = &r.s512;
-    t.row(
-        "(d) per-frame latency p50 / p99, 512 concurrent streams",
-        path,
-        &pq(&p.direct.frame),
-        &pq(&p.gateway.frame),
-        &pq_added(&p.direct.frame, &p.gateway.frame),
-        "",
-        None,
-        &format!(
-            "{} / {} frames",
-            count(p.direct.frames),
-            count(p.gateway.frames)
-        ),
-    );
-    t.row(
-        "(d) stalls (gap > 100 ms between frames), 512 concurrent streams",
-        path,
-        &format!(
-            "{} (max gap {})",
-            p.direct.stalls,
-            us(p.direct.max_gap.as_nanos() as f64)
-        ),
-        &format!(
-            "{} (max gap {})",
-            p.gateway.stalls,
-            us(p.gateway.max_gap.as_nanos() as f64)
-        ),
-        "",
-        "0",
-        Some(p.gateway.stalls == 0),
-        &samples_stream(p),
-    );
+    if let Some(p) = &r.s512 {
+        t.row(
+            "(d) per-frame latency p50 / p99, 512 concurrent streams",
+            path,
+            &pq(&p.direct.frame),
+            &pq(&p.gateway.frame),
+            &pq_added(&p.direct.frame, &p.gateway.frame),
+            "",
+            None,
+            &format!(
+                "{} / {} frames",
+                count(p.direct.frames),
+                count(p.gateway.frames)
+            ),
+        );
+        t.row(
+            "(d) stalls (gap > 100 ms between frames), 512 concurrent streams",
+            path,
+            &format!(
+                "{} (max gap {})",
+                p.direct.stalls,
+                us(p.direct.max_gap.as_nanos() as f64)
+            ),
+            &format!(
+                "{} (max gap {})",
+                p.gateway.stalls,
+                us(p.gateway.max_gap.as_nanos() as f64)
+            ),
+            "",
+            "0",
+            Some(p.gateway.stalls == 0),
+            &samples_stream(p),
+        );
+    }
 }
 
 fn na_rows(t: &mut Table, why: &str) {
@@ -432,6 +440,18 @@ pub fn print(plan: &Plan, r: &Results) {
         Ok(k) => kind_rows(&mut t, "translated", k, 60.0, r.body_sizes),
         Err(why) => na_rows(&mut t, why),
     }
-    idle_rows(&mut t, &r.idle);
+    if let Some(idle) = &r.idle {
+        idle_rows(&mut t, idle);
+    }
+    let b = &r.background;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let other = b.busy.saturating_sub(b.own).as_secs_f64();
+    let _ = writeln!(
+        t.out,
+        "\nRun took {:.0} s. Other processes on the machine used {other:.1} core-seconds meanwhile ({:.0}% of its {cores} cores); this harness, the mock and the gateway used {:.1}.",
+        b.wall.as_secs_f64(),
+        100.0 * other / (b.wall.as_secs_f64() * cores).max(1e-9),
+        b.own.as_secs_f64()
+    );
     println!("{}", t.out);
 }
