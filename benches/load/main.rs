@@ -137,6 +137,8 @@ pub struct LoopPair {
 pub struct StreamPair {
     pub direct: StreamStats,
     pub gateway: StreamStats,
+    /// The gateway's CPU over its own rounds.
+    pub gateway_cpu: Duration,
 }
 
 /// One path's figures; a phase left out by `AIGW_BENCH_ONLY` is `None`.
@@ -285,6 +287,7 @@ fn loop_pair(
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stream_pair(
     label: &str,
     plan: &Plan,
@@ -293,21 +296,26 @@ fn stream_pair(
     round: Duration,
     rounds: usize,
     stagger: Duration,
+    pids: Pids,
 ) -> StreamPair {
     eprintln!("[load] {label}");
     let threads = plan.load_threads;
     let mut out = StreamPair {
         direct: StreamStats::new(),
         gateway: StreamStats::new(),
+        gateway_cpu: Duration::ZERO,
     };
     for r in 0..rounds {
         for gateway_turn in [r % 2 == 1, r % 2 == 0] {
-            let (t, acc) = if gateway_turn {
-                (g, &mut out.gateway)
+            if gateway_turn {
+                let cpu = cpu_time(pids.gateway);
+                let s = stream_loop(g, conns, threads, round, mock::DELTAS, stagger);
+                out.gateway_cpu += cpu_time(pids.gateway) - cpu;
+                out.gateway.merge(s);
             } else {
-                (d, &mut out.direct)
-            };
-            acc.merge(stream_loop(t, conns, threads, round, mock::DELTAS, stagger));
+                out.direct
+                    .merge(stream_loop(d, conns, threads, round, mock::DELTAS, stagger));
+            }
         }
     }
     check(label, "direct", out.direct.errors, &out.direct.first_error);
@@ -377,6 +385,7 @@ fn measure_kind(kind: Kind, plan: &Plan, pids: Pids, addr: SocketAddr, mock: u16
             plan.secs(1.0),
             plan.rounds.div_ceil(2),
             Duration::ZERO,
+            pids,
         )
     });
     // One paced stream lasts DELTAS × PACED_INTERVAL; starts are spread over that time.
@@ -390,6 +399,7 @@ fn measure_kind(kind: Kind, plan: &Plan, pids: Pids, addr: SocketAddr, mock: u16
             plan.secs(4.0).max(stream_len * 2),
             2,
             stream_len,
+            pids,
         )
     });
     KindResults {

@@ -254,6 +254,16 @@ fn kind_rows(
             ),
         );
         t.row(
+            "(d) gateway CPU per streamed text delta, 512 concurrent streams",
+            path,
+            "",
+            &us(p.gateway_cpu.as_nanos() as f64 / p.gateway.frames.max(1) as f64),
+            "",
+            "",
+            None,
+            &format!("{:.2} s CPU", p.gateway_cpu.as_secs_f64()),
+        );
+        t.row(
             "(d) stalls (gap > 100 ms between frames), 512 concurrent streams",
             path,
             &format!(
@@ -416,7 +426,7 @@ pub fn print(plan: &Plan, r: &Results) {
     let mut t = Table { out: String::new() };
     let _ = writeln!(
         t.out,
-        "aigw load harness, {} — {}",
+        "aigw load harness, {} — {}\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine()
     );
