@@ -374,9 +374,9 @@ fn idle_rows(t: &mut Table, i: &IdleResults) {
         let at_10k_mb = at_10k * 1024.0 / 1e6;
         t.row(
             &format!(
-                "(e) gateway RSS at 10,000 idle streams, **extrapolated** (fd limit {} fits {})",
-                count(i.fd_limit),
-                count(i.opened)
+                "(e) gateway RSS at 10,000 idle streams, **extrapolated** from {} open (fd limit {})",
+                count(i.opened),
+                count(i.fd_limit)
             ),
             path,
             "",
