@@ -1,0 +1,317 @@
+//! The processes under test: the mock and the gateway as children that die with the harness
+//! (a Drop guard, and `PR_SET_PDEATHSIG` for a harness killed by a signal), and what /proc says
+//! about them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The key clients present to the gateway.
+pub const GATEWAY_KEY: &str = "sk-gw-bench";
+/// The provider key the gateway sends upstream (and the direct baseline sends to the mock).
+pub const UPSTREAM_KEY: &str = "sk-upstream-bench";
+const UPSTREAM_KEY_ENV: &str = "AIGW_BENCH_UPSTREAM_KEY";
+
+/// A child process killed and reaped when dropped, panics included.
+pub struct ChildGuard {
+    child: Child,
+    name: &'static str,
+}
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    /// SIGTERM first (the gateway drains and exits; a profiler wrapping it writes its report),
+    /// SIGKILL after 10 s.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signals a child this guard owns and has not reaped.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        eprintln!("[load] stopped {} (pid {})", self.name, self.child.id());
+    }
+}
+
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("aigw-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Raises the soft file-descriptor limit to the hard one (children inherit it); returns it.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Starts the mock (this same binary, `AIGW_BENCH_ROLE=mock`) and reads its port.
+pub fn spawn_mock(workers: usize) -> (ChildGuard, u16) {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = Command::new(exe);
+    cmd.env("AIGW_BENCH_ROLE", "mock")
+        .env("AIGW_BENCH_MOCK_WORKERS", workers.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn mock");
+    let stdout = child.stdout.take().expect("mock stdout");
+    let guard = ChildGuard {
+        child,
+        name: "mock upstream",
+    };
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read mock port");
+    let port = line
+        .trim()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("mock did not report its port: {line:?}"));
+    (guard, port)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// The gateway's config: one provider per mock profile and wire format, a hashed client key,
+/// the request log on, logging at `warn` so it does not dominate.
+pub fn gateway_config(dir: &Path, mock_port: u16, workers: usize) -> PathBuf {
+    let key_hash = hex::encode(Sha256::digest(GATEWAY_KEY.as_bytes()));
+    let mut text = format!(
+        r#"# Written by benches/load; every key exists in src/config/.
+[server]
+listen = "127.0.0.1:0"
+workers = {workers}
+
+[observability]
+log_level = "warn"
+
+[request_log]
+enabled = true
+path = "{log}"
+
+[[auth.keys]]
+name = "bench"
+secret_sha256 = "{key_hash}"
+"#,
+        log = dir.join("requests.sqlite").display(),
+    );
+    for profile in ["fast", "paced", "idle"] {
+        for (kind, suffix) in [("anthropic", ""), ("openai", "/v1")] {
+            text.push_str(&format!(
+                r#"
+[[providers]]
+name = "{kind}-{profile}"
+kind = "{kind}"
+base_url = "http://127.0.0.1:{mock_port}/{profile}{suffix}"
+api_key_env = "{UPSTREAM_KEY_ENV}"
+
+[[models]]
+id = "{kind}-{profile}"
+deployments = [{{ provider = "{kind}-{profile}", model = "{model}" }}]
+"#,
+                model = if kind == "anthropic" {
+                    "claude-bench"
+                } else {
+                    "gpt-bench"
+                },
+            ));
+        }
+    }
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).expect("write gateway config");
+    path
+}
+
+/// Starts `aigw` on a free loopback port and waits until `/healthz` answers.
+/// `AIGW_BENCH_GATEWAY_BIN` runs another build of the binary (A/B comparisons);
+/// `AIGW_BENCH_GATEWAY_WRAPPER` (e.g. `valgrind --tool=massif`) runs the gateway under a
+/// profiler; /proc figures then describe the wrapper process, so use it only to profile.
+pub fn spawn_gateway(config: &Path, log: &Path) -> (ChildGuard, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log_file = std::fs::File::create(log).expect("create gateway log");
+    let bin = std::env::var("AIGW_BENCH_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_aigw").to_string());
+    let wrapper = std::env::var("AIGW_BENCH_GATEWAY_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .env(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    die_with_parent(&mut cmd);
+    let mut guard = ChildGuard {
+        child: cmd.spawn().expect("spawn aigw"),
+        name: "gateway",
+    };
+    let patience = Duration::from_secs(if wrapper.is_empty() { 15 } else { 120 });
+    let deadline = Instant::now() + patience;
+    loop {
+        if healthz(addr) {
+            return (guard, addr);
+        }
+        if let Ok(Some(status)) = guard.child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("the gateway exited with {status} before it was ready:\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not answer /healthz within {patience:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn healthz(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let req = format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// User + system CPU time of a whole process (all threads), from /proc/<pid>/stat.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// Resident set size in KiB (`VmRSS`) and its peak (`VmHWM`).
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+pub fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// Busy time of every core together (user, nice, system, irq, softirq, steal), from /proc/stat.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse::<u64>().ok())
+                .enumerate()
+                // user nice system idle iowait irq softirq steal: skip idle and iowait.
+                .filter(|(i, _)| *i < 8 && *i != 3 && *i != 4)
+                .map(|(_, v)| v)
+                .sum()
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU time of this process plus its children that have been waited for.
+pub fn own_cpu() -> Duration {
+    let mut total = Duration::ZERO;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        for tv in [ru.ru_utime, ru.ru_stime] {
+            total += Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+        }
+    }
+    total
+}
