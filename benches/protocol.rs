@@ -138,7 +138,7 @@ fn sse(c: &mut Criterion) {
             let mut out = Vec::with_capacity(40);
             p.push(black_box(&stream), &mut out).unwrap();
             p.finish(&mut out);
-            let frames: Vec<Frame> = out.into_iter().filter_map(to_frame).collect();
+            let frames: Vec<Frame> = out.into_iter().filter_map(|e| to_frame(e).ok()).collect();
             let mut wire = Vec::with_capacity(stream.len());
             for f in &frames {
                 wire.extend_from_slice(&f.encode());
