@@ -116,7 +116,7 @@ impl SessionActor {
         let context = self.call_context(&calls);
         let limit = self.state.config.tools.max_concurrency.max(1);
         let started = Instant::now();
-        self.trace(&format!("tools.start {}", calls.len()));
+        self.trace_with(|| format!("tools.start {}", calls.len()));
         let runs: Vec<_> = calls
             .into_iter()
             .map(|call| {
@@ -274,7 +274,8 @@ impl SessionActor {
         let turn = lp.split(acc.blocks, stop_reason, acc.stop_sequence, &native);
         let used = lp.usage.rate_limited_tokens();
         self.settle_tokens(used);
-        self.trace(&format!("round.{} {}", self.round(), turn.stop_reason));
+        let round = self.round();
+        self.trace_with(|| format!("round.{round} {}", turn.stop_reason));
         let calls = if turn.stop_reason == "tool_use" {
             ToolLoop::calls(&turn)
         } else {

@@ -256,8 +256,13 @@ impl SessionActor {
     }
 
     fn trace(&mut self, event: &str) {
-        if let Some(d) = &mut self.debug {
-            d.event(event);
+        self.trace_with(|| event.to_string());
+    }
+
+    /// Records a trace event; the text is only built when the client asked for a trace.
+    fn trace_with(&mut self, event: impl FnOnce() -> String) {
+        if let Some(d) = self.debug.as_mut().filter(|d| d.flags.trace) {
+            d.event(&event());
         }
     }
 
@@ -304,7 +309,7 @@ impl SessionActor {
         self.attempt_seq += 1;
         let id = self.attempt_seq;
         self.upstream_start.get_or_insert(now);
-        self.trace(&format!("attempt.{id}.start {}", deployment.name));
+        self.trace_with(|| format!("attempt.{id}.start {}", deployment.name));
         let call = Call {
             request,
             upstream_model: deployment.upstream_model.clone(),
@@ -471,7 +476,7 @@ impl SessionActor {
             _ => Verdict::Failure,
         };
         self.close_attempt(verdict, err.status, Some(err.class.as_str()), ctx);
-        self.trace(&format!("attempt.failed {}", err.class.as_str()));
+        self.trace_with(|| format!("attempt.failed {}", err.class.as_str()));
         if err.class == FailureClass::DeploymentFault {
             tracing::error!(
                 request_id = %self.init.request_id,
@@ -916,6 +921,12 @@ impl Actor for SessionActor {
                 ctx,
             );
         });
+        if !self.init.key.has_limits() {
+            // Nothing to admit: no round trip to the limiter.
+            self.trace("admitted");
+            let step = self.plan.next_candidate();
+            return self.step(step, ctx);
+        }
         let admit = self.workers.limiter.send(Admit {
             key: self.init.key.clone(),
             estimate: self.init.token_estimate,
