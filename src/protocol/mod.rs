@@ -5,5 +5,6 @@ pub mod capabilities;
 pub mod openai;
 pub mod request;
 pub mod sse;
+pub mod token_estimate;
 pub mod translate;
 pub mod validate;
