@@ -71,8 +71,11 @@ impl WorkerActors {
                 .iter()
                 .map(|p| ProviderActor::new(p.clone(), timeouts, stream).start())
                 .collect(),
-            limiter: RateLimiterActor::new(state.limits.clone(), state.metrics.rate_limited.clone())
-                .start(),
+            limiter: RateLimiterActor::new(
+                state.limits.clone(),
+                state.metrics.rate_limited.clone(),
+            )
+            .start(),
             tools: ToolActors::start(&state.config, &state.providers),
         }
     }

@@ -109,8 +109,7 @@ async fn count(
     let access = |name: &str| match state.models.resolve(name) {
         None => ModelAccess::Unknown,
         Some(m) => {
-            let names =
-                std::iter::once(m.id()).chain(m.config.aliases.iter().map(String::as_str));
+            let names = std::iter::once(m.id()).chain(m.config.aliases.iter().map(String::as_str));
             if key.may_use(names) {
                 ModelAccess::Allowed
             } else {
@@ -183,11 +182,7 @@ async fn count(
             }
         }
     }
-    let n = token_estimate::estimate(
-        request.system.as_ref(),
-        &request.messages,
-        &request.tools,
-    );
+    let n = token_estimate::estimate(request.system.as_ref(), &request.messages, &request.tools);
     Ok((json!({"input_tokens": n}).to_string().into(), true))
 }
 

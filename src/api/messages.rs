@@ -365,7 +365,10 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// messages-api.md §2.2: missing → the configured default; unknown → 400.
-pub(super) fn anthropic_version(headers: &HeaderMap, default: &str) -> Result<ApiVersion, GatewayError> {
+pub(super) fn anthropic_version(
+    headers: &HeaderMap,
+    default: &str,
+) -> Result<ApiVersion, GatewayError> {
     let value = header_str(headers, "anthropic-version").unwrap_or_else(|| default.to_string());
     ApiVersion::parse(&value).ok_or_else(|| {
         GatewayError::invalid(format!("anthropic-version: unsupported value \"{value}\""))

@@ -136,9 +136,7 @@ fn list_body(
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                GatewayError::invalid("limit: must be an integer between 1 and 1000")
-            })?,
+            .ok_or_else(|| GatewayError::invalid("limit: must be an integer between 1 and 1000"))?,
     };
     let models: Vec<&Model> = state
         .models

@@ -201,7 +201,10 @@ mod tests {
             "my key is [redacted]"
         );
         assert!(v["long"].as_str().unwrap().ends_with("…[904 more bytes]"));
-        assert_eq!(redact_body(b"not json sk-live-1", &["sk-live-1"]), "not json [redacted]");
+        assert_eq!(
+            redact_body(b"not json sk-live-1", &["sk-live-1"]),
+            "not json [redacted]"
+        );
     }
 
     #[test]

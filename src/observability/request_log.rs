@@ -435,11 +435,7 @@ mod tests {
         let mut conn = open(":memory:").unwrap();
         let now = SystemTime::now();
         let old = now - Duration::from_secs(31 * 86_400);
-        insert(
-            &mut conn,
-            &[row("k", old, 1, 2), row("k", now, 10, 20)],
-        )
-        .unwrap();
+        insert(&mut conn, &[row("k", old, 1, 2), row("k", now, 10, 20)]).unwrap();
         let (n, overhead, cost): (i64, i64, f64) = conn
             .query_row(
                 "SELECT count(*), max(overhead_ms), max(cost_usd) FROM requests",

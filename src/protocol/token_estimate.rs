@@ -71,18 +71,60 @@ mod tests {
         // (name, system, messages, tools, expected)
         type Case = (&'static str, Option<Value>, Vec<Value>, Vec<Value>, u64);
         let cases: Vec<Case> = vec![
-            ("one message", None, vec![json!({"role":"user","content":"Hello there"})], vec![], 3 + hello),
-            ("system string", Some(json!("Hello there")), vec![json!({"role":"user","content":"Hello there"})], vec![], 3 + 2 * hello),
-            ("system blocks", Some(json!([{"type":"text","text":"Hello there"}])), vec![], vec![], hello),
-            ("image and document", None, vec![json!({"role":"user","content":[image, {"type":"document","source":{"type":"text","media_type":"text/plain","data":"x"}}, {"type":"text","text":"Hello there"}]})], vec![], 3 + 3200 + hello),
-            ("tool use and result", None, vec![
-                json!({"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{}}]}),
-                json!({"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"Hello there"}]}]}),
-            ], vec![], 6 + tokens("{}") + hello),
-            ("tools", None, vec![], vec![tool.clone(), tool], 2 * tool_tokens),
+            (
+                "one message",
+                None,
+                vec![json!({"role":"user","content":"Hello there"})],
+                vec![],
+                3 + hello,
+            ),
+            (
+                "system string",
+                Some(json!("Hello there")),
+                vec![json!({"role":"user","content":"Hello there"})],
+                vec![],
+                3 + 2 * hello,
+            ),
+            (
+                "system blocks",
+                Some(json!([{"type":"text","text":"Hello there"}])),
+                vec![],
+                vec![],
+                hello,
+            ),
+            (
+                "image and document",
+                None,
+                vec![
+                    json!({"role":"user","content":[image, {"type":"document","source":{"type":"text","media_type":"text/plain","data":"x"}}, {"type":"text","text":"Hello there"}]}),
+                ],
+                vec![],
+                3 + 3200 + hello,
+            ),
+            (
+                "tool use and result",
+                None,
+                vec![
+                    json!({"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{}}]}),
+                    json!({"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"Hello there"}]}]}),
+                ],
+                vec![],
+                6 + tokens("{}") + hello,
+            ),
+            (
+                "tools",
+                None,
+                vec![],
+                vec![tool.clone(), tool],
+                2 * tool_tokens,
+            ),
         ];
         for (name, system, messages, tools, expected) in cases {
-            assert_eq!(estimate(system.as_ref(), &messages, &tools), expected, "{name}");
+            assert_eq!(
+                estimate(system.as_ref(), &messages, &tools),
+                expected,
+                "{name}"
+            );
         }
     }
 }

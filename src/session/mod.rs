@@ -517,7 +517,8 @@ impl SessionActor {
 
     fn on_message(&mut self, msg: UpstreamMessage, ctx: &mut Context<Self>) {
         if self.state.config.request_log.log_bodies {
-            self.init.record.response_body = Some(observability::record::redact_body(&msg.body, &[]));
+            self.init.record.response_body =
+                Some(observability::record::redact_body(&msg.body, &[]));
         }
         self.usage = msg.usage;
         self.stop_reason = msg.stop_reason;
@@ -930,7 +931,10 @@ impl SessionActor {
         let chosen = self.chosen.as_ref().or_else(|| {
             // A failed request: the deployment asked last.
             let last = self.attempt_log.last()?;
-            self.init.candidates.iter().find(|d| d.name == last.deployment)
+            self.init
+                .candidates
+                .iter()
+                .find(|d| d.name == last.deployment)
         });
         if let Some(d) = chosen {
             r.deployment = Some(d.name.clone());
