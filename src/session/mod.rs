@@ -914,10 +914,11 @@ impl Actor for SessionActor {
                     .record(Verdict::Abandoned, Instant::now());
             }
         }
-        let outcome = self.outcome.take().unwrap_or(Outcome {
-            status: 500,
-            error_type: Some("api_error".into()),
-        });
+        // Without an outcome the worker is shutting down (the grace period is over).
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| self.shutdown_outcome());
         self.record(outcome);
     }
 }
@@ -968,16 +969,22 @@ impl SessionActor {
     }
 }
 
+impl SessionActor {
+    /// The request was cut by the server's shutdown: 503 if nothing was sent yet.
+    fn shutdown_outcome(&self) -> Outcome {
+        Outcome {
+            status: if self.head.is_some() { 503 } else { 200 },
+            error_type: Some("shutdown".into()),
+        }
+    }
+}
+
 impl Drop for SessionActor {
-    /// A worker torn down at the end of the shutdown grace period drops its sessions without
-    /// stopping them; their requests are still accounted for.
+    /// Should a worker drop a session without stopping it, its request is still accounted for.
     fn drop(&mut self) {
         if !self.recorded {
-            let status = if self.head.is_some() { 503 } else { 200 };
-            self.record(Outcome {
-                status,
-                error_type: Some("shutdown".into()),
-            });
+            let outcome = self.shutdown_outcome();
+            self.record(outcome);
         }
     }
 }
