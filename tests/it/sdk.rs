@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::upstream::MockUpstream;
+use crate::common::upstream::{MockUpstream, COUNT_TOKENS};
 use crate::common::*;
 
 /// One way the gateway reaches a model: the models playing each role in the SDK suites. A new
@@ -28,6 +28,8 @@ struct Target {
     midstream: &'static str,
     /// What the tool call's input must parse to.
     expect_tool_input: &'static str,
+    /// `count_tokens` on `text` reaches an Anthropic upstream (else: the local estimate).
+    native_count: bool,
 }
 
 const TARGETS: [Target; 2] = [
@@ -40,6 +42,7 @@ const TARGETS: [Target; 2] = [
         error_500: "up-error-500",
         midstream: "up-midstream",
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
+        native_count: true,
     },
     // The built-in mock provider, in 3-char chunks so the tool JSON splits inside keys and
     // strings. It fills the required properties of the suites' `get_weather` schema (string →
@@ -74,6 +77,7 @@ deployments = [{ provider = "sdk-mock", model = "error-midstream" }]
         error_500: "sdk-mock-error-500",
         midstream: "sdk-mock-midstream",
         expect_tool_input: r#"{"city":"mock","unit":"célsius","days":[]}"#,
+        native_count: false,
     },
 ];
 
@@ -152,9 +156,12 @@ async fn run_suite(sdk: Sdk) {
     let gw = TestGateway::start_config(sdk_config(&upstream.url));
     // The targets use disjoint models and keys, so their runs may overlap (an SDK import alone
     // takes seconds).
+    // Every model the suites' key sees, in config order (`/v1/models`).
+    let model_ids: Vec<&str> = gw.state.models.ordered.iter().map(|m| m.id()).collect();
+    let model_ids = model_ids.join(",");
     let runs = TARGETS
         .iter()
-        .map(|target| run_target(sdk, root, &gw.url, target));
+        .map(|target| run_target(sdk, root, &gw.url, &model_ids, target));
     let failures: Vec<String> = futures_util::future::join_all(runs)
         .await
         .into_iter()
@@ -166,7 +173,23 @@ async fn run_suite(sdk: Sdk) {
 }
 
 /// One run of `sdk`'s suite against `target`: `Err` holds the report of a failure.
-async fn run_target(sdk: Sdk, root: &Path, url: &str, target: &Target) -> Result<(), String> {
+async fn run_target(
+    sdk: Sdk,
+    root: &Path,
+    url: &str,
+    model_ids: &str,
+    target: &Target,
+) -> Result<(), String> {
+    // The suites count `HELLO` (one user message, "Hello there").
+    let (count, estimated) = if target.native_count {
+        (COUNT_TOKENS, false)
+    } else {
+        let hello = [serde_json::json!({"role": "user", "content": "Hello there"})];
+        (
+            aigw::protocol::token_estimate::estimate(None, &hello, &[]),
+            true,
+        )
+    };
     let mut cmd = sdk.command(root);
     // Only what the suite is told: no credentials, base URL or proxy from the environment.
     for (var, _) in std::env::vars_os() {
@@ -184,6 +207,11 @@ async fn run_target(sdk: Sdk, root: &Path, url: &str, target: &Target) -> Result
         .env("MODEL_500", target.error_500)
         .env("MODEL_MIDSTREAM", target.midstream)
         .env("EXPECT_TOOL_INPUT", target.expect_tool_input)
+        .env("MODEL_IDS", model_ids)
+        .env("MODEL_ALIAS", "mock-alias")
+        .env("MODEL_ALIAS_ID", "mock-model")
+        .env("EXPECT_COUNT_TOKENS", count.to_string())
+        .env("EXPECT_TOKEN_ESTIMATE", estimated.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -4,7 +4,10 @@ Run by `tests/it/sdk.rs` once per target, which sets (environment only):
   GATEWAY_URL, GATEWAY_KEY, GATEWAY_LIMITED_KEY (requests_per_minute = 1, unused elsewhere),
   MODEL_TEXT (a plain text reply), MODEL_TOOL (answers with a `get_weather` tool call),
   MODEL_500 (the upstream fails with 500), MODEL_MIDSTREAM (the stream fails after its first
-  text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal).
+  text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal),
+  MODEL_IDS (comma-separated: every model GATEWAY_KEY sees, in order), MODEL_ALIAS and
+  MODEL_ALIAS_ID (an alias and its model), EXPECT_COUNT_TOKENS (count_tokens of HELLO on
+  MODEL_TEXT), EXPECT_TOKEN_ESTIMATE ("true" when that count is the gateway's local estimate).
 The same cases live in `tests/sdk/ts/sdk.test.mjs`; keep the two files in step.
 """
 
@@ -23,6 +26,11 @@ MODEL_TOOL = os.environ["MODEL_TOOL"]
 MODEL_500 = os.environ["MODEL_500"]
 MODEL_MIDSTREAM = os.environ["MODEL_MIDSTREAM"]
 EXPECT_TOOL_INPUT = json.loads(os.environ["EXPECT_TOOL_INPUT"])
+MODEL_IDS = os.environ["MODEL_IDS"].split(",")
+MODEL_ALIAS = os.environ["MODEL_ALIAS"]
+MODEL_ALIAS_ID = os.environ["MODEL_ALIAS_ID"]
+EXPECT_COUNT_TOKENS = int(os.environ["EXPECT_COUNT_TOKENS"])
+EXPECT_TOKEN_ESTIMATE = os.environ["EXPECT_TOKEN_ESTIMATE"] == "true"
 
 # `req_` + a 26-char ULID (Crockford base32), messages-api.md §2.3.
 REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -273,3 +281,34 @@ def test_midstream_failure_raises_while_iterating():
     assert err.type == "api_error"
     assert_request_id(err.request_id)
     assert err.body["request_id"] == err.request_id, err.body
+
+
+def test_models_list_paginates():
+    page = client().models.list(limit=2)
+    assert [m.id for m in page.data] == MODEL_IDS[:2]
+    assert page.has_more == (len(MODEL_IDS) > 2)
+    first = page.data[0]
+    assert first.type == "model"
+    assert first.display_name
+    assert first.created_at.year >= 1970
+    # Auto-pagination follows `after_id` = `last_id` to the end.
+    assert [m.id for m in client().models.list(limit=2)] == MODEL_IDS
+
+
+def test_models_retrieve_resolves_aliases():
+    model = client().models.retrieve(MODEL_ALIAS)
+    assert model.id == MODEL_ALIAS_ID
+    assert model.type == "model"
+    with pytest.raises(anthropic.NotFoundError) as e:
+        client().models.retrieve("no-such-model")
+    assert e.value.type == "not_found_error"
+    assert_error_request_id(e.value)
+
+
+def test_count_tokens():
+    raw = client().messages.with_raw_response.count_tokens(model=MODEL_TEXT, messages=HELLO)
+    assert raw.parse().input_tokens == EXPECT_COUNT_TOKENS
+    assert (raw.headers.get("x-gateway-token-estimate") == "true") == EXPECT_TOKEN_ESTIMATE
+    assert_request_id(raw.headers["request-id"])
+    with pytest.raises(anthropic.NotFoundError):
+        client().messages.count_tokens(model="no-such-model", messages=HELLO)
