@@ -299,8 +299,8 @@ impl SessionActor {
                 async move { Upstream(id, None) },
             ));
         let handle = ctx.add_stream(events);
-        let (deployment_name, upstream_model) =
-            (deployment.name.clone(), deployment.upstream_model.clone());
+        let attempt_span =
+            spans::attempt(&deployment.name, &deployment.upstream_model, self.round, id);
         self.attempt_log.push(AttemptRecord {
             n: id,
             round: self.round,
@@ -321,7 +321,7 @@ impl SessionActor {
             first_event: None,
             last_event: now,
             upstream_request_id: None,
-            span: spans::attempt(&deployment_name, &upstream_model, self.round, id),
+            span: attempt_span,
         });
         let timeouts = &self.state.config.timeouts;
         ctx.run_later(timeouts.ttft(), move |act, ctx| act.check_ttft(id, ctx));
@@ -383,6 +383,9 @@ impl SessionActor {
     }
 
     fn attempt_timed_out(&mut self, message: String, ctx: &mut Context<Self>) {
+        // Timers run outside any handler.
+        let span = self.span.clone();
+        let _entered = span.enter();
         let mut err = UpstreamError::transient(message);
         err.timeout = true;
         self.on_failed(err, ctx);
@@ -943,7 +946,6 @@ impl SessionActor {
             r.upstream_model = Some(d.upstream_model.clone());
             r.price = self.chosen.as_ref().and(d.price);
         }
-        r.stream = self.stream();
         r.status = outcome.status;
         r.error_type = outcome.error_type;
         r.stop_reason = self.stop_reason.clone();
@@ -967,9 +969,7 @@ impl SessionActor {
         };
         observability::record(&self.state, r);
     }
-}
 
-impl SessionActor {
     /// The request was cut by the server's shutdown: 503 if nothing was sent yet.
     fn shutdown_outcome(&self) -> Outcome {
         Outcome {

@@ -727,3 +727,30 @@ async fn the_log_is_sqlite_in_wal_mode() {
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+/// A burst at load-test rates (1000 requests, 64 in flight) with the default queue: nothing is
+/// dropped, and the log and the metrics both count every request.
+#[actix_web::test]
+async fn a_burst_drops_no_row() {
+    use futures_util::StreamExt;
+    let gw = TestGateway::start(&base_config("http://127.0.0.1:9"));
+    let n = 1000;
+    let url = gw.url.clone();
+    let statuses: Vec<u16> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let url = url.clone();
+            async move { post(&url, &request("mock-model", i % 4 == 0)).await.status }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    wait_recorded(&gw, n as f64).await;
+    let m = scrape(&gw.url).await;
+    assert_eq!(metric(&m, "gateway_request_log_dropped_total", &[]), 0.0);
+    let db = gw.flush_log().await;
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, n as i64);
+}
