@@ -5,12 +5,14 @@
 //! `providers` (one `ProviderActor` per provider per worker: upstream HTTP) — with `ratelimit`
 //! (a `RateLimiterActor` per worker over shared governor state), `routing` (deployment order) and
 //! `tools` (gateway server tools: declarations, history replay, one `ToolActor` per kind per worker).
-//! Wire types and translation are pure code in `protocol`.
+//! Wire types and translation are pure code in `protocol`; `observability` turns every finished
+//! request into metrics and one request-log row.
 
 pub mod api;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod observability;
 pub mod protocol;
 pub mod providers;
 pub mod ratelimit;

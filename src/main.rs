@@ -44,7 +44,10 @@ fn main() -> ExitCode {
         for addr in &gateway.addrs {
             tracing::info!("listening on http://{addr}");
         }
-        gateway.server.await
+        if let Some((_, addr)) = &gateway.metrics_server {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        gateway.run().await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

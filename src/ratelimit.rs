@@ -17,6 +17,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use prometheus::IntCounterVec;
 
 use crate::api::auth::ApiKey;
 use crate::error::GatewayError;
@@ -122,13 +123,11 @@ impl RateLimits {
             let prev = state.in_flight.fetch_add(1, Ordering::AcqRel);
             if prev >= state.max_concurrent {
                 state.in_flight.fetch_sub(1, Ordering::AcqRel);
-                return Err(Refusal {
-                    error: GatewayError::RateLimited {
-                        message: "rate limit exceeded: max_concurrent".into(),
-                        retry_after: Duration::from_secs(1),
-                    },
-                    headers: Vec::new(),
-                });
+                return Err(Refusal::new(
+                    "max_concurrent",
+                    Duration::from_secs(1),
+                    Vec::new(),
+                ));
             }
             Some(ConcurrencyPermit(state.in_flight.clone()))
         } else {
@@ -136,34 +135,7 @@ impl RateLimits {
         };
 
         let mut headers = Vec::new();
-        if let Some((limiter, limit)) = &state.rpm {
-            let period = Duration::from_secs(60) / *limit;
-            match limiter.check_key(&key.name) {
-                Ok(snapshot) => {
-                    let remaining = snapshot.remaining_burst_capacity();
-                    let until_full = period * (limit - remaining);
-                    push_headers(
-                        &mut headers,
-                        "requests",
-                        *limit as u64,
-                        remaining as u64,
-                        until_full,
-                    );
-                }
-                Err(not_until) => {
-                    drop(permit);
-                    let wait = not_until.wait_time_from(self.clock.now());
-                    push_headers(&mut headers, "requests", *limit as u64, 0, period * *limit);
-                    return Err(Refusal {
-                        error: GatewayError::RateLimited {
-                            message: "rate limit exceeded: requests_per_minute".into(),
-                            retry_after: wait.max(Duration::from_millis(1)),
-                        },
-                        headers,
-                    });
-                }
-            }
-        }
+        self.take_request(state, key, &mut headers)?;
         if let Some(bucket) = &state.tpm {
             let mut admitted = false;
             let balance = bucket.with_balance(|b| {
@@ -176,13 +148,7 @@ impl RateLimits {
             if !admitted {
                 drop(permit);
                 let wait = Duration::from_secs_f64((1.0 - balance) / bucket.per_sec());
-                return Err(Refusal {
-                    error: GatewayError::RateLimited {
-                        message: "rate limit exceeded: tokens_per_minute".into(),
-                        retry_after: wait,
-                    },
-                    headers,
-                });
+                return Err(Refusal::new("tokens_per_minute", wait, headers));
             }
         }
         Ok(Admission { permit, headers })
@@ -194,6 +160,51 @@ impl RateLimits {
         match self.keys.get(&key.name).and_then(|s| s.tpm.as_ref()) {
             Some(bucket) => bucket.with_balance(|_| {}) > 0.0,
             None => true,
+        }
+    }
+
+    /// Takes one request cell only (`count_tokens` counts toward RPM only, gateway.md §10).
+    pub fn admit_request(&self, key: &ApiKey) -> Result<LimitHeaders, Refusal> {
+        let mut headers = Vec::new();
+        if let Some(state) = self.keys.get(&key.name) {
+            self.take_request(state, key, &mut headers)?;
+        }
+        Ok(headers)
+    }
+
+    /// One cell of the key's requests-per-minute limiter, with its headers.
+    fn take_request(
+        &self,
+        state: &KeyState,
+        key: &ApiKey,
+        headers: &mut LimitHeaders,
+    ) -> Result<(), Refusal> {
+        let Some((limiter, limit)) = &state.rpm else {
+            return Ok(());
+        };
+        let period = Duration::from_secs(60) / *limit;
+        match limiter.check_key(&key.name) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let until_full = period * (limit - remaining);
+                push_headers(
+                    headers,
+                    "requests",
+                    *limit as u64,
+                    remaining as u64,
+                    until_full,
+                );
+                Ok(())
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                push_headers(headers, "requests", *limit as u64, 0, period * *limit);
+                Err(Refusal::new(
+                    "requests_per_minute",
+                    wait.max(Duration::from_millis(1)),
+                    std::mem::take(headers),
+                ))
+            }
         }
     }
 
@@ -254,16 +265,39 @@ pub struct Admission {
 pub struct Refusal {
     pub error: GatewayError,
     pub headers: LimitHeaders,
+    /// Which limit refused: `requests_per_minute`, `tokens_per_minute`, `max_concurrent`.
+    pub limit: &'static str,
+}
+
+impl Refusal {
+    fn new(limit: &'static str, retry_after: Duration, headers: LimitHeaders) -> Self {
+        Self {
+            error: GatewayError::RateLimited {
+                message: format!("rate limit exceeded: {limit}"),
+                retry_after,
+            },
+            headers,
+            limit,
+        }
+    }
 }
 
 /// The per-worker face of [`RateLimits`].
 pub struct RateLimiterActor {
     limits: Arc<RateLimits>,
+    /// `gateway_rate_limited_total{key, limit}`.
+    refused: IntCounterVec,
 }
 
 impl RateLimiterActor {
-    pub fn new(limits: Arc<RateLimits>) -> Self {
-        Self { limits }
+    pub fn new(limits: Arc<RateLimits>, refused: IntCounterVec) -> Self {
+        Self { limits, refused }
+    }
+
+    fn count<T>(&self, key: &ApiKey, result: &Result<T, Refusal>) {
+        if let Err(r) = result {
+            self.refused.with_label_values(&[&key.name, r.limit]).inc();
+        }
     }
 }
 
@@ -283,7 +317,26 @@ impl Handler<Admit> for RateLimiterActor {
     type Result = Result<Admission, Refusal>;
 
     fn handle(&mut self, msg: Admit, _ctx: &mut Context<Self>) -> Self::Result {
-        self.limits.admit(&msg.key, msg.estimate)
+        let result = self.limits.admit(&msg.key, msg.estimate);
+        self.count(&msg.key, &result);
+        result
+    }
+}
+
+/// Admission by requests-per-minute alone.
+#[derive(Message)]
+#[rtype(result = "Result<LimitHeaders, Refusal>")]
+pub struct AdmitRequest {
+    pub key: Arc<ApiKey>,
+}
+
+impl Handler<AdmitRequest> for RateLimiterActor {
+    type Result = Result<LimitHeaders, Refusal>;
+
+    fn handle(&mut self, msg: AdmitRequest, _ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.limits.admit_request(&msg.key);
+        self.count(&msg.key, &result);
+        result
     }
 }
 

@@ -3,17 +3,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::api;
 use crate::config::Config;
+use crate::observability::RequestLog;
 use crate::state::{AppState, WorkerActors};
 
 /// A running gateway.
 pub struct Gateway {
-    pub server: actix_web::dev::Server,
+    pub server: Server,
     /// The bound addresses (the real port when configured with port 0).
     pub addrs: Vec<SocketAddr>,
+    /// The `/metrics` listener when `observability.metrics_listen` is set.
+    pub metrics_server: Option<(Server, SocketAddr)>,
     pub state: Arc<AppState>,
 }
 
@@ -25,10 +29,25 @@ impl Gateway {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
     }
+
+    /// Serves until the server stops (SIGTERM: graceful, in-flight responses get
+    /// `shutdown_grace_secs`), then stops the metrics listener and writes every queued request
+    /// log row.
+    pub async fn run(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        if let Some((metrics, _)) = self.metrics_server {
+            metrics.handle().stop(true).await;
+            let _ = metrics.await;
+        }
+        if let Some(log) = &self.state.request_log {
+            log.shutdown().await;
+        }
+        result
+    }
 }
 
-/// Binds the listener and starts the workers. Must be called inside an actix system; each worker
-/// starts its own provider and rate-limiter actors.
+/// Binds the listeners, opens the request log and starts the workers. Must be called inside an
+/// actix system; each worker starts its own provider and rate-limiter actors.
 pub fn start(config: Config) -> std::io::Result<Gateway> {
     let listen = config.server.listen.clone();
     let workers = match config.server.workers {
@@ -36,14 +55,22 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
         n => n,
     };
     let grace = config.server.shutdown_grace_secs;
-    let state = Arc::new(AppState::new(config));
+    let metrics_listen = config.observability.metrics_listen.clone();
+    let mut state = AppState::new(config);
+    if state.config.request_log.enabled {
+        let log = RequestLog::start(&state.config.request_log, state.metrics.log_dropped.clone())
+            .map_err(std::io::Error::other)?;
+        state.request_log = Some(log);
+    }
+    let state = Arc::new(state);
     let data = web::Data::from(state.clone());
+    let metrics_here = metrics_listen.is_none();
     let server = HttpServer::new(move || {
         let actors = web::Data::new(WorkerActors::start(&data));
         App::new()
             .app_data(data.clone())
             .app_data(actors)
-            .configure(api::configure)
+            .configure(|cfg| api::configure(cfg, metrics_here))
     })
     .workers(workers)
     // A client that closes its side has gone away: stop its session (and so its upstream call)
@@ -58,9 +85,28 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
     .bind(listen)?;
     let addrs = server.addrs();
     let server = server.run();
+    let metrics_server = match metrics_listen {
+        Some(listen) => Some(metrics_server(&state, &listen)?),
+        None => None,
+    };
     Ok(Gateway {
         server,
         addrs,
+        metrics_server,
         state,
     })
+}
+
+/// `/metrics` alone on its own listener, one worker.
+fn metrics_server(state: &Arc<AppState>, listen: &str) -> std::io::Result<(Server, SocketAddr)> {
+    let data = web::Data::from(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/metrics", web::get().to(api::ops::metrics))
+    })
+    .workers(1)
+    .bind(listen)?;
+    let addr = server.addrs()[0];
+    Ok((server.run(), addr))
 }

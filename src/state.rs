@@ -7,6 +7,7 @@ use actix::prelude::*;
 
 use crate::api::auth::KeyIndex;
 use crate::config::Config;
+use crate::observability::{Metrics, RequestLog};
 use crate::providers::{Provider, ProviderActor};
 use crate::ratelimit::{RateLimiterActor, RateLimits};
 use crate::routing::ModelIndex;
@@ -18,6 +19,9 @@ pub struct AppState {
     pub models: ModelIndex,
     pub providers: Vec<Arc<Provider>>,
     pub limits: Arc<RateLimits>,
+    pub metrics: Metrics,
+    /// `None` when `request_log.enabled = false` (or before [`crate::start`] opens it).
+    pub request_log: Option<RequestLog>,
 }
 
 impl AppState {
@@ -41,6 +45,8 @@ impl AppState {
             models,
             providers,
             limits,
+            metrics: Metrics::new(),
+            request_log: None,
         }
     }
 }
@@ -65,7 +71,11 @@ impl WorkerActors {
                 .iter()
                 .map(|p| ProviderActor::new(p.clone(), timeouts, stream).start())
                 .collect(),
-            limiter: RateLimiterActor::new(state.limits.clone()).start(),
+            limiter: RateLimiterActor::new(
+                state.limits.clone(),
+                state.metrics.rate_limited.clone(),
+            )
+            .start(),
             tools: ToolActors::start(&state.config, &state.providers),
         }
     }

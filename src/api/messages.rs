@@ -1,8 +1,8 @@
 //! `POST /v1/messages`: the checks that need no upstream, in the order of gateway.md §1, then a
-//! session that answers.
+//! session that answers. [`check`] is shared with `count_tokens`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
@@ -13,10 +13,13 @@ use super::auth::ApiKey;
 use super::request_id;
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
+use crate::observability::metrics::Counted;
+use crate::observability::record::{redact_body, user_id};
+use crate::observability::{self, Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
 use crate::protocol::request::MessagesRequest;
-use crate::protocol::validate::{validate, ApiVersion};
-use crate::routing::{self, NoCandidate, RoutingPrefs};
+use crate::protocol::validate::{validate, validate_count_tokens, ApiVersion};
+use crate::routing::{self, Model, NoCandidate, RoutingPrefs};
 use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit, ToolsInit};
 use crate::state::{AppState, WorkerActors};
@@ -31,14 +34,15 @@ pub async fn create_message(
 ) -> HttpResponse {
     let received_at = Instant::now();
     let request_id = request_id(&req);
-    let init = match admit(&req, payload, &state, request_id.clone(), received_at).await {
+    let mut record = RequestRecord::new(Endpoint::Messages, &request_id, SystemTime::now());
+    let init = match admit(&req, payload, &state, &mut record, received_at).await {
         Ok(init) => init,
         Err(e) => {
             tracing::info!(request_id = %request_id, status = e.status().as_u16(), error_type = e.error_type(), "rejected: {e}");
-            return e.to_response(&request_id, None);
+            return refuse(&state, record, received_at, &e);
         }
     };
-    match session::run(init, state, workers).await {
+    match session::run(init, state.clone(), workers).await {
         (_, Ok(SessionHead::Json { body, headers })) => {
             let mut res = HttpResponse::Ok();
             res.content_type("application/json");
@@ -49,7 +53,8 @@ pub async fn create_message(
             res.content_type("text/event-stream; charset=utf-8")
                 .insert_header(("cache-control", "no-cache"))
                 .insert_header(("x-accel-buffering", "no"));
-            with_headers(res, headers).streaming(ClientBody::new(body, guard))
+            let body = Counted::new(ClientBody::new(body, guard), state.metrics.stream_opened());
+            with_headers(res, headers).streaming(body)
         }
         (
             _,
@@ -75,6 +80,21 @@ pub async fn create_message(
     }
 }
 
+/// A request refused before any session or upstream: accounted for, then answered.
+pub(super) fn refuse(
+    state: &AppState,
+    mut record: RequestRecord,
+    received_at: Instant,
+    error: &GatewayError,
+) -> HttpResponse {
+    record.status = error.status().as_u16();
+    record.error_type = Some(error.error_type().to_string());
+    record.total = received_at.elapsed();
+    let response = error.to_response(&record.request_id, None);
+    observability::record(state, record);
+    response
+}
+
 fn with_headers(mut res: HttpResponseBuilder, headers: HeaderList) -> HttpResponseBuilder {
     for (k, v) in headers {
         res.insert_header((k, v));
@@ -82,14 +102,30 @@ fn with_headers(mut res: HttpResponseBuilder, headers: HeaderList) -> HttpRespon
     res
 }
 
-/// Everything up to the session: size, auth, JSON, version, strictness, schema, model.
-async fn admit(
+/// What every model endpoint checks before doing anything, in the order of gateway.md §1 up to
+/// the model: size, auth, JSON, version, strictness header, schema, extensions, model, debug,
+/// routing preferences.
+pub(super) struct Checked {
+    pub key: Arc<ApiKey>,
+    pub request: MessagesRequest,
+    pub model: Arc<Model>,
+    pub version: ApiVersion,
+    pub strictness: Strictness,
+    pub debug: Option<DebugFlags>,
+    pub prefs: RoutingPrefs,
+    pub session_id: Option<String>,
+    /// Gateway tools, when the request uses the tool layer.
+    pub tools: Option<ToolsInit>,
+}
+
+/// Runs the shared checks for `record.endpoint`, filling `record` with what becomes known (so a
+/// refused request still logs its key and model).
+pub(super) async fn check(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    request_id: String,
-    received_at: Instant,
-) -> Result<SessionInit, GatewayError> {
+    record: &mut RequestRecord,
+) -> Result<Checked, GatewayError> {
     let limit = state.config.server.max_body_bytes;
     let declared = req
         .headers()
@@ -100,11 +136,27 @@ async fn admit(
         return Err(too_large(limit));
     }
     let key = state.keys.authenticate(req.headers())?;
+    record.key_name = Some(key.name.clone());
     let body = read_body(payload, limit).await?;
+    if state.config.request_log.log_bodies {
+        let secrets: Vec<&str> = state
+            .providers
+            .iter()
+            .filter_map(|p| p.api_key.as_ref().map(|k| k.expose()))
+            .collect();
+        record.request_body = Some(redact_body(&body, &secrets));
+    }
     let fields = parse_fields(&body).map_err(|e| GatewayError::invalid(e.0))?;
     let version = anthropic_version(req.headers(), &state.config.defaults.anthropic_version)?;
     let strictness = strictness(req.headers(), state.config.defaults.strictness)?;
-    let request = validate(fields, version).map_err(GatewayError::from_details)?;
+    let request = match record.endpoint {
+        Endpoint::CountTokens => validate_count_tokens(fields, version),
+        _ => validate(fields, version),
+    }
+    .map_err(GatewayError::from_details)?;
+    record.stream = request.stream;
+    record.requested_model = Some(request.model.clone());
+    record.user_id = user_id(&request);
     let tools = gateway_tools(&request, state, &key)?;
 
     let model = state
@@ -114,6 +166,7 @@ async fn admit(
             GatewayError::NotFound(format!("model: unknown model \"{}\"", request.model))
         })?
         .clone();
+    record.model = Some(model.id().to_string());
     let names = std::iter::once(model.config.id.as_str())
         .chain(model.config.aliases.iter().map(String::as_str));
     if !key.may_use(names) {
@@ -135,6 +188,39 @@ async fn admit(
         .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
         .or_else(|| header_str(req.headers(), "x-session-id"))
         .or_else(|| header_str(req.headers(), "x-claude-code-session-id"));
+    record.session_id = session_id.clone();
+    Ok(Checked {
+        key,
+        request,
+        model,
+        version,
+        strictness,
+        debug,
+        prefs,
+        session_id,
+        tools,
+    })
+}
+
+/// Everything up to the session: the shared checks, then candidates and strictness.
+async fn admit(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    record: &mut RequestRecord,
+    received_at: Instant,
+) -> Result<SessionInit, GatewayError> {
+    let Checked {
+        key,
+        request,
+        model,
+        version,
+        strictness,
+        debug,
+        prefs,
+        session_id,
+        tools,
+    } = check(req, payload, state, record).await?;
 
     // Candidates and strictness (gateway.md §1, §7.2): what each deployment would drop, then
     // the filters; `error` mode and `require_parameters` keep only deployments that drop nothing.
@@ -182,7 +268,7 @@ async fn admit(
         / 4) as u64;
 
     Ok(SessionInit {
-        request_id,
+        request_id: record.request_id.clone(),
         key,
         request: Arc::new(request),
         model,
@@ -193,13 +279,12 @@ async fn admit(
         token_estimate,
         version,
         anthropic_beta: anthropic_beta(req.headers()),
-        beta_query: web::Query::<BetaQuery>::from_query(req.query_string())
-            .map(|q| q.beta.as_deref() == Some("true"))
-            .unwrap_or(false),
+        beta_query: beta_query(req),
         strictness,
         strictness_plan: Arc::new(plan),
         session_id,
         received_at,
+        record: record.clone(),
     })
 }
 
@@ -244,6 +329,13 @@ fn has_server_blocks(messages: &[serde_json::Value]) -> bool {
         .flatten()
         .filter_map(|b| b.get("type").and_then(serde_json::Value::as_str))
         .any(|t| t == "server_tool_use" || (t.ends_with("_tool_result") && t != "tool_result"))
+}
+
+/// `?beta=true` (the SDKs' beta namespaces).
+pub(super) fn beta_query(req: &HttpRequest) -> bool {
+    web::Query::<BetaQuery>::from_query(req.query_string())
+        .map(|q| q.beta.as_deref() == Some("true"))
+        .unwrap_or(false)
 }
 
 /// The `debug` extension: any true flag turns debug output on.
@@ -323,7 +415,10 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// messages-api.md §2.2: missing → the configured default; unknown → 400.
-fn anthropic_version(headers: &HeaderMap, default: &str) -> Result<ApiVersion, GatewayError> {
+pub(super) fn anthropic_version(
+    headers: &HeaderMap,
+    default: &str,
+) -> Result<ApiVersion, GatewayError> {
     let value = header_str(headers, "anthropic-version").unwrap_or_else(|| default.to_string());
     ApiVersion::parse(&value).ok_or_else(|| {
         GatewayError::invalid(format!("anthropic-version: unsupported value \"{value}\""))
@@ -350,7 +445,7 @@ fn strictness(headers: &HeaderMap, default: Strictness) -> Result<Strictness, Ga
 }
 
 /// Every `anthropic-beta` header, joined with `,` in arrival order.
-fn anthropic_beta(headers: &HeaderMap) -> Option<String> {
+pub(super) fn anthropic_beta(headers: &HeaderMap) -> Option<String> {
     let parts: Vec<&str> = headers
         .get_all("anthropic-beta")
         .filter_map(|v| v.to_str().ok())

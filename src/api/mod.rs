@@ -1,7 +1,9 @@
 //! The HTTP surface. Every response carries a `request-id`; every error is the Anthropic envelope.
 
 pub mod auth;
+pub mod count_tokens;
 pub mod messages;
+pub mod models;
 pub mod ops;
 
 use actix_web::body::MessageBody;
@@ -38,14 +40,21 @@ async fn stamp_request_id(
     Ok(res)
 }
 
-/// Routes, for the server and for tests.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("")
-            .wrap(from_fn(stamp_request_id))
-            .route("/v1/messages", web::post().to(messages::create_message))
-            .route("/healthz", web::get().to(ops::healthz))
-            .route("/readyz", web::get().to(ops::readyz))
-            .default_service(web::to(ops::not_found)),
-    );
+/// Routes; `/metrics` too unless it has a listener of its own.
+pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    let mut scope = web::scope("")
+        .wrap(from_fn(stamp_request_id))
+        .route("/v1/messages", web::post().to(messages::create_message))
+        .route(
+            "/v1/messages/count_tokens",
+            web::post().to(count_tokens::count_tokens),
+        )
+        .route("/v1/models", web::get().to(models::list))
+        .route("/v1/models/{model_id}", web::get().to(models::retrieve))
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz));
+    if with_metrics {
+        scope = scope.route("/metrics", web::get().to(ops::metrics));
+    }
+    cfg.service(scope.default_service(web::to(ops::not_found)));
 }

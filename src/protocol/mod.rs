@@ -7,5 +7,6 @@ pub mod merge;
 pub mod openai;
 pub mod request;
 pub mod sse;
+pub mod token_estimate;
 pub mod translate;
 pub mod validate;

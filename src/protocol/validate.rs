@@ -323,6 +323,25 @@ pub fn validate(
     fields: RawFields,
     version: ApiVersion,
 ) -> Result<MessagesRequest, Vec<ErrorDetail>> {
+    validate_body(fields, version, true)
+}
+
+/// A `count_tokens` body (messages-api.md §8): `max_tokens` and `stream` are ignored (removed),
+/// the rest is validated as for `/v1/messages`.
+pub fn validate_count_tokens(
+    mut fields: RawFields,
+    version: ApiVersion,
+) -> Result<MessagesRequest, Vec<ErrorDetail>> {
+    fields.shift_remove("max_tokens");
+    fields.shift_remove("stream");
+    validate_body(fields, version, false)
+}
+
+fn validate_body(
+    fields: RawFields,
+    version: ApiVersion,
+    max_tokens_required: bool,
+) -> Result<MessagesRequest, Vec<ErrorDetail>> {
     let mut c = Checker {
         version,
         details: Vec::new(),
@@ -354,6 +373,7 @@ pub fn validate(
                 0
             }
         },
+        None if !max_tokens_required => 0,
         None => {
             c.fail(&At::root("max_tokens"), "field required");
             0
@@ -1791,6 +1811,20 @@ mod tests {
         assert_eq!(r.tool_choice, Some(json!("auto")));
         assert_eq!(r.messages, vec![json!({"role":"user","content":"hi"})]);
         assert_eq!(r.unknown_fields, ["zz"]);
+    }
+
+    #[test]
+    fn count_tokens_bodies_ignore_max_tokens_and_stream() {
+        let parse = |b: &str| validate_count_tokens(parse_fields(b.as_bytes()).unwrap(), V23);
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!((r.max_tokens, r.stream), (0, false));
+        // Ignored even when invalid, and not forwarded.
+        let r = parse(r#"{"model":"m","max_tokens":"x","stream":7,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert!(!r.has("max_tokens") && !r.has("stream"));
+        let e = parse(r#"{"model":"m","messages":[]}"#).unwrap_err();
+        assert_eq!(e[0].param, "messages");
+        let e = parse(r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap_err();
+        assert_eq!(e[0].param, "model");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    accepted, report_sent, send_checked, Call, Provider, ProviderEvent, UpstreamError,
+    accepted, report_sent, send_checked, Call, CountCall, Provider, ProviderEvent, UpstreamError,
     UpstreamMessage,
 };
 use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary};
@@ -52,33 +52,26 @@ pub async fn run(
 
 type Response = awc::ClientResponse;
 
-/// Sends the request; any non-2xx answer (or a stream answered without SSE) is an error.
-async fn send(
+/// `POST {base_url}{path}` with the provider's key, version, betas and static headers.
+fn post(
     client: &awc::Client,
     provider: &Provider,
-    call: &Call,
-    sink: &mpsc::Sender<ProviderEvent>,
-) -> Result<Response, UpstreamError> {
+    path: &str,
+    beta_query: bool,
+    anthropic_version: &str,
+    anthropic_beta: Option<&str>,
+) -> awc::ClientRequest {
     let base = provider.config.base_url.as_deref().unwrap_or_default();
-    let url = if call.beta_query {
-        format!("{base}/v1/messages?beta=true")
-    } else {
-        format!("{base}/v1/messages")
-    };
+    let query = if beta_query { "?beta=true" } else { "" };
     let mut req = client
-        .post(url)
+        .post(format!("{base}{path}{query}"))
         .insert_header(("content-type", "application/json"))
-        .insert_header(("anthropic-version", call.anthropic_version));
-    if call.stream {
-        req = req.insert_header(("accept", "text/event-stream"));
-    }
+        .insert_header(("anthropic-version", anthropic_version));
     if let Some(key) = &provider.api_key {
         req = req.insert_header(("x-api-key", key.expose()));
     }
-    let betas: Vec<&str> = call
-        .anthropic_beta
-        .iter()
-        .map(String::as_str)
+    let betas: Vec<&str> = anthropic_beta
+        .into_iter()
         .chain(provider.config.extra_betas.iter().map(String::as_str))
         .collect();
     if !betas.is_empty() {
@@ -86,6 +79,59 @@ async fn send(
     }
     for (k, v) in &provider.config.headers {
         req = req.insert_header((k.as_str(), v.as_str()));
+    }
+    req
+}
+
+/// `POST {base_url}/v1/messages/count_tokens`: the upstream's JSON body on success.
+pub async fn count_tokens(
+    client: awc::Client,
+    provider: Arc<Provider>,
+    call: CountCall,
+    timeout: std::time::Duration,
+) -> Result<Bytes, UpstreamError> {
+    let req = post(
+        &client,
+        &provider,
+        "/v1/messages/count_tokens",
+        call.beta_query,
+        call.anthropic_version,
+        call.anthropic_beta.as_deref(),
+    )
+    .timeout(timeout);
+    let mut res = send_checked(req, call.body, &provider, false, true).await?;
+    let body = res
+        .body()
+        .limit(super::MAX_ERROR_BODY)
+        .await
+        .map_err(|e| UpstreamError::transient(format!("upstream body: {e}")))?;
+    #[derive(Deserialize)]
+    struct Count {
+        #[allow(dead_code)]
+        input_tokens: u64,
+    }
+    serde_json::from_slice::<Count>(&body)
+        .map_err(|_| UpstreamError::transient("upstream returned an invalid count_tokens body"))?;
+    Ok(body)
+}
+
+/// Sends the request; any non-2xx answer (or a stream answered without SSE) is an error.
+async fn send(
+    client: &awc::Client,
+    provider: &Provider,
+    call: &Call,
+    sink: &mpsc::Sender<ProviderEvent>,
+) -> Result<Response, UpstreamError> {
+    let mut req = post(
+        client,
+        provider,
+        "/v1/messages",
+        call.beta_query,
+        call.anthropic_version,
+        call.anthropic_beta.as_deref(),
+    );
+    if call.stream {
+        req = req.insert_header(("accept", "text/event-stream"));
     }
     // Strictness drops for an Anthropic upstream are top-level fields (unknown ones, and the
     // OpenAI-only extensions, which `anthropic_body` skips anyway).

@@ -226,10 +226,29 @@ pub struct Dispatch {
     pub sink: mpsc::Sender<ProviderEvent>,
 }
 
+/// A `count_tokens` call for an Anthropic upstream: the body is ready to send.
+#[derive(Debug, Clone)]
+pub struct CountCall {
+    pub body: Bytes,
+    pub anthropic_version: &'static str,
+    pub anthropic_beta: Option<String>,
+    pub beta_query: bool,
+}
+
+/// Asks the provider to count a request's input tokens (Anthropic kind only); the reply is the
+/// upstream's JSON body.
+#[derive(Message)]
+#[rtype(result = "Result<Bytes, UpstreamError>")]
+pub struct CountTokens {
+    pub call: CountCall,
+}
+
 pub struct ProviderActor {
     provider: Arc<Provider>,
     client: Option<awc::Client>,
     stream_timing: StreamTiming,
+    /// The whole-call limit of a `count_tokens` request (`timeouts.ttft_ms`).
+    count_timeout: Duration,
 }
 
 /// The timers a translated stream runs itself (translation.md §5 steps 8–9).
@@ -254,6 +273,30 @@ impl ProviderActor {
                 idle: timeouts.idle(),
                 usage_wait: Duration::from_millis(stream.usage_wait_ms),
             },
+            count_timeout: timeouts.ttft(),
+        }
+    }
+}
+
+impl Handler<CountTokens> for ProviderActor {
+    type Result = ResponseFuture<Result<Bytes, UpstreamError>>;
+
+    fn handle(&mut self, msg: CountTokens, _ctx: &mut Context<Self>) -> Self::Result {
+        let provider = self.provider.clone();
+        match (provider.kind(), &self.client) {
+            (ProviderKind::Anthropic, Some(client)) => Box::pin(anthropic::count_tokens(
+                client.clone(),
+                provider,
+                msg.call,
+                self.count_timeout,
+            )),
+            (kind, _) => {
+                let err = UpstreamError::transient(format!(
+                    "provider kind {} cannot count tokens",
+                    kind.as_str()
+                ));
+                Box::pin(async move { Err(err) })
+            }
         }
     }
 }
@@ -339,8 +382,8 @@ pub async fn report_sent(
     }
 }
 
-/// Largest error body read from an upstream.
-const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// Largest error body (or `count_tokens` answer) read from an upstream.
+pub(crate) const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 /// Sends a built request and checks the head: a non-2xx answer becomes an [`UpstreamError`]
 /// (its message read from the body, the provider's key redacted; `keep_error_type` keeps the
@@ -353,7 +396,10 @@ pub async fn send_checked(
     keep_error_type: bool,
 ) -> Result<awc::ClientResponse, UpstreamError> {
     let mut res = req.send_body(body).await.map_err(|e| {
-        UpstreamError::transient(provider.redact(&format!("upstream request failed: {e}")))
+        let mut err =
+            UpstreamError::transient(provider.redact(&format!("upstream request failed: {e}")));
+        err.timeout = matches!(e, awc::error::SendRequestError::Timeout);
+        err
     })?;
     let status = res.status().as_u16();
     if !(200..300).contains(&status) {

@@ -18,6 +18,7 @@ use super::relay::RelayStep;
 use super::tool_loop::{Next, ToolLoop, Turn};
 use super::{SessionActor, SessionHead};
 use crate::ids;
+use crate::observability::spans;
 use crate::protocol::accumulate::TurnAccumulator;
 use crate::protocol::anthropic::events;
 use crate::protocol::anthropic::{Frame, MessageResponse, ResponseUsage};
@@ -25,6 +26,7 @@ use crate::protocol::request::MessagesRequest;
 use crate::providers::{UpstreamError, UpstreamMessage};
 use crate::routing::{Deployment, Verdict};
 use crate::tools::{replay, CallContext, Execute, PendingCall, ToolCall, ToolKind, ToolOutcome};
+use tracing::Instrument;
 
 impl SessionActor {
     /// The current round (1 without a loop).
@@ -121,12 +123,23 @@ impl SessionActor {
             .into_iter()
             .map(|call| {
                 let workers = self.workers.clone();
+                let state = self.state.clone();
+                let span = spans::tool(call.tool.server_name(), &call.id);
                 let msg = Execute {
                     call,
                     context: context.clone(),
                 };
                 // Lazy: a call is sent to its actor only when the window has room for it.
-                async move { workers.tools.execute(msg).await }
+                async move {
+                    let started = Instant::now();
+                    let outcome = workers.tools.execute(msg).instrument(span.clone()).await;
+                    let label = outcome.error_code().unwrap_or("ok");
+                    spans::tool_done(&span, label);
+                    state
+                        .metrics
+                        .tool_call(outcome.kind.server_name(), label, started.elapsed());
+                    outcome
+                }
             })
             .collect();
         let all = futures_util::stream::iter(runs)

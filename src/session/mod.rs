@@ -33,6 +33,7 @@ use debug::{AttemptRecord, DebugRecorder, Summary, Timings};
 use crate::api::auth::ApiKey;
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
+use crate::observability::{self, spans, RequestRecord};
 use crate::protocol::anthropic::{
     events, EventKind, Frame, MessageDeltaSummary, MessageStartSummary, Usage,
 };
@@ -77,6 +78,8 @@ pub struct SessionInit {
     /// Tokens debited at admission, reconciled with the real usage at the end.
     pub token_estimate: u64,
     pub received_at: Instant,
+    /// What the HTTP layer already knows for the request log; the session completes it.
+    pub record: RequestRecord,
 }
 
 /// The request's gateway tools (gateway.md §5).
@@ -128,6 +131,7 @@ struct Attempt {
     first_event: Option<Instant>,
     last_event: Instant,
     upstream_request_id: Option<String>,
+    span: tracing::Span,
 }
 
 struct ClientWriter {
@@ -190,6 +194,11 @@ pub struct SessionActor {
     /// Dropping it cancels running tool calls.
     tools_cancel: Option<tokio::sync::watch::Sender<()>>,
     tools_time: Duration,
+    /// The `request` span, entered in every handler.
+    span: tracing::Span,
+    /// The request log row was handed over (in `stopped`, or by `Drop` when the worker was torn
+    /// down before the session could stop).
+    recorded: bool,
 }
 
 impl SessionActor {
@@ -214,6 +223,13 @@ impl SessionActor {
             .as_ref()
             .map(|t| ToolLoop::new(t.set.clone(), t.choice.clone(), cfg.tools.max_rounds));
         let debited = init.token_estimate;
+        let span = spans::request(
+            &init.request_id,
+            &init.key.name,
+            init.session_id.as_deref(),
+            init.model.id(),
+            init.request.stream,
+        );
         let actor = SessionActor {
             init,
             state,
@@ -247,6 +263,8 @@ impl SessionActor {
             pending_blocks: Vec::new(),
             tools_cancel: None,
             tools_time: Duration::ZERO,
+            span,
+            recorded: false,
         };
         (actor.start(), rx)
     }
@@ -288,6 +306,8 @@ impl SessionActor {
 
     /// Sends an attempt to the deployment's provider actor on this worker.
     fn start_attempt(&mut self, deployment: Arc<Deployment>, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         if self.outcome.is_some() {
             return;
         }
@@ -343,6 +363,12 @@ impl SessionActor {
                 async move { Upstream(id, None) },
             ));
         let handle = ctx.add_stream(events);
+        let attempt_span = spans::attempt(
+            &deployment.name,
+            &deployment.upstream_model,
+            self.round(),
+            id,
+        );
         self.attempt_log.push(AttemptRecord {
             n: id,
             round: self.round(),
@@ -363,6 +389,7 @@ impl SessionActor {
             first_event: None,
             last_event: now,
             upstream_request_id: None,
+            span: attempt_span,
         });
         let timeouts = &self.state.config.timeouts;
         ctx.run_later(timeouts.ttft(), move |act, ctx| act.check_ttft(id, ctx));
@@ -424,6 +451,9 @@ impl SessionActor {
     }
 
     fn attempt_timed_out(&mut self, message: String, ctx: &mut Context<Self>) {
+        // Timers run outside any handler.
+        let span = self.span.clone();
+        let _entered = span.enter();
         let mut err = UpstreamError::transient(message);
         err.timeout = true;
         self.on_failed(err, ctx);
@@ -439,6 +469,7 @@ impl SessionActor {
     ) {
         let Some(a) = self.attempt.take() else { return };
         ctx.cancel_future(a.handle);
+        spans::attempt_done(&a.span, status, class.unwrap_or("success"));
         let now = Instant::now();
         self.upstream_end = Some(now);
         if verdict != Verdict::Abandoned || a.probe {
@@ -556,6 +587,10 @@ impl SessionActor {
     // ----- upstream events --------------------------------------------------------------------
 
     fn on_message(&mut self, msg: UpstreamMessage, ctx: &mut Context<Self>) {
+        if self.state.config.request_log.log_bodies {
+            self.init.record.response_body =
+                Some(observability::record::redact_body(&msg.body, &[]));
+        }
         if self.loop_mode {
             return self.loop_message(msg, ctx);
         }
@@ -908,6 +943,8 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         let cfg = &self.state.config;
         if self.stream() {
             let interval = Duration::from_millis(cfg.stream.ping_interval_ms);
@@ -958,32 +995,87 @@ impl Actor for SessionActor {
                     .record(Verdict::Abandoned, Instant::now());
             }
         }
-        let outcome = self.outcome.take().unwrap_or(Outcome {
-            status: 500,
-            error_type: Some("api_error".into()),
+        // Without an outcome the worker is shutting down (the grace period is over).
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| self.shutdown_outcome());
+        self.record(outcome);
+    }
+}
+
+impl SessionActor {
+    /// Completes the request's record and hands it over (metrics, log line, request log row).
+    fn record(&mut self, outcome: Outcome) {
+        let _entered = self.span.enter();
+        self.recorded = true;
+        let mut r = self.init.record.clone();
+        let chosen = self.chosen.as_ref().or_else(|| {
+            // A failed request: the deployment asked last.
+            let last = self.attempt_log.last()?;
+            self.init
+                .candidates
+                .iter()
+                .find(|d| d.name == last.deployment)
         });
-        tracing::info!(
-            request_id = %self.init.request_id,
-            key = %self.init.key.name,
-            session_id = self.init.session_id.as_deref().unwrap_or(""),
-            model = %self.init.model.id(),
-            deployment = self.chosen.as_ref().map(|d| d.name.as_str()).unwrap_or(""),
-            stream = self.stream(),
-            status = outcome.status,
-            error_type = outcome.error_type.as_deref().unwrap_or(""),
-            attempts = self.plan.started,
-            stop_reason = self.stop_reason.as_deref().unwrap_or(""),
-            input_tokens = self.usage.input_tokens,
-            output_tokens = self.usage.output_tokens,
-            ttfb_ms = self.first_byte.map(|d| d.as_millis() as u64),
-            total_ms = self.init.received_at.elapsed().as_millis() as u64,
-            "request"
-        );
+        if let Some(d) = chosen {
+            r.deployment = Some(d.name.clone());
+            r.provider = Some(d.provider.name().to_string());
+            r.upstream_model = Some(d.upstream_model.clone());
+            r.price = self.chosen.as_ref().and(d.price);
+        }
+        r.status = outcome.status;
+        r.error_type = outcome.error_type;
+        r.stop_reason = self.stop_reason.clone();
+        r.usage = self.usage;
+        r.rounds = self.round();
+        if let Some(lp) = &self.tool_loop {
+            r.server_tool_use = lp.counters;
+        }
+        r.attempts = std::mem::take(&mut self.attempt_log);
+        for a in r.attempts.iter_mut() {
+            // Still running when the session ended.
+            if a.status.is_none() && a.class.is_none() {
+                a.class = Some("abandoned");
+            }
+        }
+        r.total = self.init.received_at.elapsed();
+        r.ttft = self.first_byte;
+        r.upstream = match self.upstream_start {
+            Some(s) => self
+                .upstream_end
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(s),
+            None => Duration::ZERO,
+        };
+        observability::record(&self.state, r);
+    }
+
+    /// The request was cut by the server's shutdown: 503 if nothing was sent yet.
+    fn shutdown_outcome(&self) -> Outcome {
+        Outcome {
+            status: if self.head.is_some() { 503 } else { 200 },
+            error_type: Some("shutdown".into()),
+        }
+    }
+}
+
+impl Drop for SessionActor {
+    /// Should a worker drop a session without stopping it, its request is still accounted for.
+    fn drop(&mut self) {
+        if !self.recorded {
+            let outcome = self.shutdown_outcome();
+            self.record(outcome);
+        }
     }
 }
 
 impl StreamHandler<Upstream> for SessionActor {
     fn handle(&mut self, Upstream(id, event): Upstream, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        let attempt_span = self.attempt.as_ref().map(|a| a.span.clone());
+        let _in_attempt = attempt_span.as_ref().map(|s| s.enter());
         let stream = self.stream();
         let idle = self.state.config.timeouts.idle();
         let Some(attempt) = self.attempt.as_mut().filter(|a| a.id == id) else {
@@ -1036,6 +1128,8 @@ impl Handler<ClientGone> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, _: ClientGone, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         if self.outcome.is_none() {
             self.client_gone(ctx);
         }

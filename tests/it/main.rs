@@ -4,9 +4,11 @@ mod common;
 
 mod auth;
 mod binary;
+mod endpoints;
 mod errors;
 mod malformed;
 mod mock_provider;
+mod observability;
 mod openai;
 mod passthrough;
 mod resilience;

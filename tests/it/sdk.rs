@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::tool_user::{services, tools_config};
-use crate::common::upstream::MockUpstream;
+use crate::common::upstream::{MockUpstream, COUNT_TOKENS};
 use crate::common::*;
 
 /// One way the gateway reaches a model: the models playing each role in the SDK suites. A new
@@ -35,6 +35,8 @@ struct Target {
     /// Calls every gateway tool offered in one turn, then answers with text. (The mock provider
     /// calls only the first tool offered, so its target uses the scripted upstream here.)
     tool_loop_all: &'static str,
+    /// `count_tokens` on `text` reaches an Anthropic upstream (else: the local estimate).
+    native_count: bool,
 }
 
 const TARGETS: [Target; 3] = [
@@ -49,6 +51,7 @@ const TARGETS: [Target; 3] = [
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
         tool_loop: "up-loop-datetime",
         tool_loop_all: "up-loop",
+        native_count: true,
     },
     // The built-in mock provider, in 3-char chunks so the tool JSON splits inside keys and
     // strings. It fills the required properties of the suites' `get_weather` schema (string →
@@ -86,6 +89,7 @@ deployments = [{ provider = "sdk-mock", model = "error-midstream" }]
         // `tool_mode = "auto"` calls the first tool offered: the gateway's.
         tool_loop: "sdk-mock-text",
         tool_loop_all: "up-loop",
+        native_count: false,
     },
     // An OpenAI-compatible upstream (`by_model` in common/openai_upstream.rs), translated both
     // ways: the same suites must pass unchanged.
@@ -129,6 +133,7 @@ deployments = [{ provider = "sdk-openai", model = "loop" }]
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
         tool_loop: "sdk-oai-loop",
         tool_loop_all: "sdk-oai-loop-all",
+        native_count: false,
     },
 ];
 
@@ -210,9 +215,12 @@ async fn run_suite(sdk: Sdk) {
     let gw = TestGateway::start_config(sdk_config(&upstream.url, &openai.url, &services.url));
     // The targets use disjoint models and keys, so their runs may overlap (an SDK import alone
     // takes seconds).
+    // Every model the suites' key sees, in config order (`/v1/models`).
+    let model_ids: Vec<&str> = gw.state.models.ordered.iter().map(|m| m.id()).collect();
+    let model_ids = model_ids.join(",");
     let runs = TARGETS
         .iter()
-        .map(|target| run_target(sdk, root, &gw.url, &services.url, target));
+        .map(|target| run_target(sdk, root, &gw.url, &services.url, &model_ids, target));
     let failures: Vec<String> = futures_util::future::join_all(runs)
         .await
         .into_iter()
@@ -230,8 +238,19 @@ async fn run_target(
     root: &Path,
     url: &str,
     services: &str,
+    model_ids: &str,
     target: &Target,
 ) -> Result<(), String> {
+    // The suites count `HELLO` (one user message, "Hello there").
+    let (count, estimated) = if target.native_count {
+        (COUNT_TOKENS, false)
+    } else {
+        let hello = [serde_json::json!({"role": "user", "content": "Hello there"})];
+        (
+            aigw::protocol::token_estimate::estimate(None, &hello, &[]),
+            true,
+        )
+    };
     let mut cmd = sdk.command(root);
     // Only what the suite is told: no credentials, base URL or proxy from the environment.
     for (var, _) in std::env::vars_os() {
@@ -253,6 +272,11 @@ async fn run_target(
         .env("MODEL_LOOP_ALL", target.tool_loop_all)
         .env("FETCH_URL", format!("{services}/page"))
         .env("MISSING_URL", format!("{services}/missing"))
+        .env("MODEL_IDS", model_ids)
+        .env("MODEL_ALIAS", "mock-alias")
+        .env("MODEL_ALIAS_ID", "mock-model")
+        .env("EXPECT_COUNT_TOKENS", count.to_string())
+        .env("EXPECT_TOKEN_ESTIMATE", estimated.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

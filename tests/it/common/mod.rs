@@ -116,8 +116,19 @@ pub fn parse_config(text: &str) -> Config {
 /// A gateway running inside the test's actix system.
 pub struct TestGateway {
     pub url: String,
+    /// The `/metrics` listener, when `observability.metrics_listen` is set.
+    pub metrics_url: Option<String>,
     pub state: std::sync::Arc<aigw::state::AppState>,
+    /// The request log's database (a temporary file, removed on drop).
+    pub log_path: std::path::PathBuf,
     handle: actix_web::dev::ServerHandle,
+}
+
+/// A fresh temporary path for a test's files.
+pub fn temp_path(what: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("aigw-it-{}-{n}-{what}", std::process::id()))
 }
 
 impl TestGateway {
@@ -125,14 +136,41 @@ impl TestGateway {
         Self::start_config(parse_config(config_text))
     }
 
-    pub fn start_config(config: Config) -> Self {
+    /// Starts `config`; a request log left at its default path goes to a temporary file
+    /// instead, so no test writes into the repository.
+    pub fn start_config(mut config: Config) -> Self {
         capture_logs();
+        if config.request_log.path == aigw::config::RequestLogConfig::default().path {
+            config.request_log.path = temp_path("gateway.sqlite").to_string_lossy().into_owned();
+        }
+        let log_path = std::path::PathBuf::from(&config.request_log.path);
         let gw = aigw::start(config).expect("gateway starts");
         let url = gw.url();
         let handle = gw.server.handle();
         let state = gw.state.clone();
         actix_web::rt::spawn(gw.server);
-        Self { url, state, handle }
+        let metrics_url = gw.metrics_server.map(|(server, addr)| {
+            actix_web::rt::spawn(server);
+            format!("http://{addr}")
+        });
+        Self {
+            url,
+            metrics_url,
+            state,
+            log_path,
+            handle,
+        }
+    }
+
+    /// Writes every queued request log row and stops the writer, then opens the database.
+    pub async fn flush_log(&self) -> rusqlite::Connection {
+        self.state
+            .request_log
+            .as_ref()
+            .expect("the request log is enabled")
+            .shutdown()
+            .await;
+        rusqlite::Connection::open(&self.log_path).expect("the request log opens")
     }
 
     /// A deployment's circuit state.
@@ -145,6 +183,18 @@ impl TestGateway {
 
     pub async fn stop(&self) {
         self.handle.stop(false).await;
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if self.log_path.starts_with(std::env::temp_dir()) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.log_path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 }
 

@@ -426,7 +426,11 @@ pub fn sse(frames: Vec<String>, end: End) -> Reply {
     }
 }
 
-/// The default script, chosen by the upstream model name:
+/// What the scripted upstream answers to every successful `count_tokens` request.
+pub const COUNT_TOKENS: u64 = 42;
+
+/// The default script, chosen by the upstream model name (`count_tokens` requests: the same
+/// `error-<status>` failures, else [`COUNT_TOKENS`]):
 /// `text` (echoes nothing, says hello), `tool` (a `get_weather` call split at awkward points),
 /// `error-<status>`, `midstream` (reset after the first delta), `no-stop` (ends without
 /// `message_stop`), `stream-error` (an `overloaded_error` frame mid-stream).
@@ -436,6 +440,7 @@ pub fn by_model(req: &Recorded) -> Reply {
     if model.starts_with("loop") {
         return super::tool_user::anthropic(&req.json());
     }
+    let counting = req.path.ends_with("/count_tokens");
     if let Some(status) = model
         .strip_prefix("error-")
         .and_then(|s| s.parse::<u16>().ok())
@@ -454,6 +459,9 @@ pub fn by_model(req: &Recorded) -> Reply {
             error_body(kind, &format!("scripted upstream {status}")),
             vec![],
         );
+    }
+    if counting {
+        return Reply::Json(200, json!({"input_tokens": COUNT_TOKENS}), vec![]);
     }
     // Fragments that split keys, strings and escapes at awkward points.
     let tool_fragments = [

@@ -7,7 +7,10 @@ Run by `tests/it/sdk.rs` once per target, which sets (environment only):
   text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal), MODEL_LOOP (calls the
   gateway's datetime tool when offered it, then answers with text), MODEL_LOOP_ALL (calls every
   gateway tool offered, fetching the first http:// URL of the system prompt), FETCH_URL (a page
-  that exists), MISSING_URL (one that answers 404).
+  that exists), MISSING_URL (one that answers 404),
+  MODEL_IDS (comma-separated: every model GATEWAY_KEY sees, in order), MODEL_ALIAS and
+  MODEL_ALIAS_ID (an alias and its model), EXPECT_COUNT_TOKENS (count_tokens of HELLO on
+  MODEL_TEXT), EXPECT_TOKEN_ESTIMATE ("true" when that count is the gateway's local estimate).
 The same cases live in `tests/sdk/ts/sdk.test.mjs`; keep the two files in step.
 """
 
@@ -46,6 +49,11 @@ ALL_RESULTS = [
 ]
 DATETIME_TOOL = {"type": "gateway:datetime", "timezone": "Europe/Paris"}
 WHAT_TIME = [{"role": "user", "content": "What time is it in Paris?"}]
+MODEL_IDS = os.environ["MODEL_IDS"].split(",")
+MODEL_ALIAS = os.environ["MODEL_ALIAS"]
+MODEL_ALIAS_ID = os.environ["MODEL_ALIAS_ID"]
+EXPECT_COUNT_TOKENS = int(os.environ["EXPECT_COUNT_TOKENS"])
+EXPECT_TOKEN_ESTIMATE = os.environ["EXPECT_TOKEN_ESTIMATE"] == "true"
 
 # `req_` + a 26-char ULID (Crockford base32), messages-api.md §2.3.
 REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -383,3 +391,32 @@ def test_tool_error_result_block():
     result = next(b for b in data["content"] if b["type"] == "web_fetch_tool_result")
     assert result["content"] == {"type": "web_fetch_tool_result_error", "error_code": "url_not_accessible"}, result
     assert data["usage"]["server_tool_use"]["web_fetch_requests"] == 1
+def test_models_list_paginates():
+    page = client().models.list(limit=2)
+    assert [m.id for m in page.data] == MODEL_IDS[:2]
+    assert page.has_more == (len(MODEL_IDS) > 2)
+    first = page.data[0]
+    assert first.type == "model"
+    assert first.display_name
+    assert first.created_at.year >= 1970
+    # Auto-pagination follows `after_id` = `last_id` to the end.
+    assert [m.id for m in client().models.list(limit=2)] == MODEL_IDS
+
+
+def test_models_retrieve_resolves_aliases():
+    model = client().models.retrieve(MODEL_ALIAS)
+    assert model.id == MODEL_ALIAS_ID
+    assert model.type == "model"
+    with pytest.raises(anthropic.NotFoundError) as e:
+        client().models.retrieve("no-such-model")
+    assert e.value.type == "not_found_error"
+    assert_error_request_id(e.value)
+
+
+def test_count_tokens():
+    raw = client().messages.with_raw_response.count_tokens(model=MODEL_TEXT, messages=HELLO)
+    assert raw.parse().input_tokens == EXPECT_COUNT_TOKENS
+    assert (raw.headers.get("x-gateway-token-estimate") == "true") == EXPECT_TOKEN_ESTIMATE
+    assert_request_id(raw.headers["request-id"])
+    with pytest.raises(anthropic.NotFoundError):
+        client().messages.count_tokens(model="no-such-model", messages=HELLO)

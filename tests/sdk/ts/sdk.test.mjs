@@ -4,7 +4,10 @@
 //   GATEWAY_URL, GATEWAY_KEY, GATEWAY_LIMITED_KEY (requests_per_minute = 1, unused elsewhere),
 //   MODEL_TEXT (a plain text reply), MODEL_TOOL (answers with a `get_weather` tool call),
 //   MODEL_500 (the upstream fails with 500), MODEL_MIDSTREAM (the stream fails after its first
-//   text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal).
+//   text delta), EXPECT_TOOL_INPUT (JSON the tool call's input must equal),
+//   MODEL_IDS (comma-separated: every model GATEWAY_KEY sees, in order), MODEL_ALIAS and
+//   MODEL_ALIAS_ID (an alias and its model), EXPECT_COUNT_TOKENS (count_tokens of HELLO on
+//   MODEL_TEXT), EXPECT_TOKEN_ESTIMATE ("true" when that count is the gateway's local estimate).
 // The same cases live in `tests/sdk/python/test_sdk.py`; keep the two files in step.
 
 import assert from 'node:assert/strict';
@@ -54,6 +57,11 @@ const ALL_RESULTS = [
 ];
 const DATETIME_TOOL = { type: 'gateway:datetime', timezone: 'Europe/Paris' };
 const WHAT_TIME = [{ role: 'user', content: 'What time is it in Paris?' }];
+const MODEL_IDS = env('MODEL_IDS').split(',');
+const MODEL_ALIAS = env('MODEL_ALIAS');
+const MODEL_ALIAS_ID = env('MODEL_ALIAS_ID');
+const EXPECT_COUNT_TOKENS = Number(env('EXPECT_COUNT_TOKENS'));
+const EXPECT_TOKEN_ESTIMATE = env('EXPECT_TOKEN_ESTIMATE') === 'true';
 
 // `req_` + a 26-char ULID (Crockford base32), messages-api.md §2.3.
 const REQUEST_ID = /^req_[0-9A-HJKMNP-TV-Z]{26}$/;
@@ -429,4 +437,42 @@ test('a tool error result block', async () => {
   const result = final.content.find((b) => b.type === 'web_fetch_tool_result');
   assert.deepEqual(result.content, { type: 'web_fetch_tool_result_error', error_code: 'url_not_accessible' });
   assert.equal(final.usage.server_tool_use.web_fetch_requests, 1);
+test('models: list paginates with limit and after_id', async () => {
+  const page = await client().models.list({ limit: 2 });
+  assert.deepEqual(
+    page.data.map((m) => m.id),
+    MODEL_IDS.slice(0, 2),
+  );
+  assert.equal(page.has_more, MODEL_IDS.length > 2);
+  assert.equal(page.data[0].type, 'model');
+  assert.ok(page.data[0].display_name);
+  assert.ok(!Number.isNaN(Date.parse(page.data[0].created_at)), page.data[0].created_at);
+  // Auto-pagination follows `after_id` = `last_id` to the end.
+  const ids = [];
+  for await (const model of client().models.list({ limit: 2 })) {
+    ids.push(model.id);
+  }
+  assert.deepEqual(ids, MODEL_IDS);
+});
+
+test('models: retrieve resolves aliases; unknown → NotFoundError', async () => {
+  const model = await client().models.retrieve(MODEL_ALIAS);
+  assert.equal(model.id, MODEL_ALIAS_ID);
+  assert.equal(model.type, 'model');
+  const err = await rejection(client().models.retrieve('no-such-model'), NotFoundError);
+  assert.equal(err.type, 'not_found_error');
+  assertErrorRequestId(err);
+});
+
+test('count_tokens', async () => {
+  const { data, response } = await client()
+    .messages.countTokens({ model: MODEL_TEXT, messages: HELLO })
+    .withResponse();
+  assert.equal(data.input_tokens, EXPECT_COUNT_TOKENS);
+  assert.equal(response.headers.get('x-gateway-token-estimate') === 'true', EXPECT_TOKEN_ESTIMATE);
+  assertRequestId(response.headers.get('request-id'));
+  await rejection(
+    client().messages.countTokens({ model: 'no-such-model', messages: HELLO }),
+    NotFoundError,
+  );
 });
