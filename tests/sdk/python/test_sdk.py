@@ -391,6 +391,8 @@ def test_tool_error_result_block():
     result = next(b for b in data["content"] if b["type"] == "web_fetch_tool_result")
     assert result["content"] == {"type": "web_fetch_tool_result_error", "error_code": "url_not_accessible"}, result
     assert data["usage"]["server_tool_use"]["web_fetch_requests"] == 1
+
+
 def test_models_list_paginates():
     page = client().models.list(limit=2)
     assert [m.id for m in page.data] == MODEL_IDS[:2]

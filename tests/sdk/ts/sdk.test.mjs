@@ -437,6 +437,8 @@ test('a tool error result block', async () => {
   const result = final.content.find((b) => b.type === 'web_fetch_tool_result');
   assert.deepEqual(result.content, { type: 'web_fetch_tool_result_error', error_code: 'url_not_accessible' });
   assert.equal(final.usage.server_tool_use.web_fetch_requests, 1);
+});
+
 test('models: list paginates with limit and after_id', async () => {
   const page = await client().models.list({ limit: 2 });
   assert.deepEqual(
