@@ -391,7 +391,11 @@ impl SessionActor {
             );
             message.stop_sequence = stop_sequence.as_deref();
             message.debug = debug.as_ref();
-            let body = message.to_vec().into();
+            let body: bytes::Bytes = message.to_vec().into();
+            if self.state.config.request_log.log_bodies {
+                self.init.record.response_body =
+                    Some(crate::observability::record::redact_body(&body, &[]));
+            }
             let headers = std::mem::take(&mut self.headers);
             self.answer(SessionHead::Json { body, headers }, ctx);
         }
