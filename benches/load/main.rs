@@ -151,6 +151,8 @@ pub struct KindResults {
 }
 
 pub struct IdleResults {
+    /// Which streams: on the gateway's own mock provider, or proxied to the upstream mock.
+    pub via: IdleVia,
     pub requested: usize,
     pub opened: u64,
     pub failed: u64,
@@ -161,6 +163,31 @@ pub struct IdleResults {
     pub closed_rss_kib: u64,
     pub open_fds: usize,
     pub ramp: Duration,
+}
+
+/// Where idle streams wait for their first token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum IdleVia {
+    /// The gateway's `mock` provider with a 10-minute `ttft_ms`: one socket per stream.
+    BuiltInMock,
+    /// Proxied to the upstream mock's long time-to-first-token profile: two sockets per stream.
+    Upstream,
+}
+
+impl IdleVia {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BuiltInMock => "built-in mock",
+            Self::Upstream => "passthrough",
+        }
+    }
+
+    fn sockets(self) -> u64 {
+        match self {
+            Self::BuiltInMock => 1,
+            Self::Upstream => 2,
+        }
+    }
 }
 
 /// What the whole machine did during the run, to tell a quiet run from a noisy one.
@@ -177,7 +204,7 @@ pub struct Results {
     pub passthrough: KindResults,
     /// `Err(why)` when the translated rows cannot run in this build.
     pub translated: Result<KindResults, String>,
-    pub idle: Option<IdleResults>,
+    pub idle: Vec<IdleResults>,
     pub body_sizes: (usize, usize),
     pub background: Background,
 }
@@ -459,14 +486,29 @@ fn run(plan: &Plan) -> Results {
     drop(gw);
 
     // (e) on a fresh gateway, so its baseline is not the high-water mark of the load above.
-    let idle = plan.runs("idle").then(|| {
-        let (gw, addr) = procs::spawn_gateway(&config, &log);
-        eprintln!(
-            "[load] (e) idle streams: fresh gateway on {addr} (pid {})",
-            gw.pid()
-        );
-        idle_phase(plan, &gw, addr, mock, fd_limit)
-    });
+    let idle: Vec<IdleResults> = if plan.runs("idle") {
+        [IdleVia::BuiltInMock, IdleVia::Upstream]
+            .into_iter()
+            .filter(
+                |via| match std::env::var("AIGW_BENCH_IDLE_VIA").as_deref() {
+                    Ok("mock") => *via == IdleVia::BuiltInMock,
+                    Ok("upstream") => *via == IdleVia::Upstream,
+                    _ => true,
+                },
+            )
+            .map(|via| {
+                let (gw, addr) = procs::spawn_gateway(&config, &log);
+                eprintln!(
+                    "[load] (e) idle streams ({}): fresh gateway on {addr} (pid {})",
+                    via.label(),
+                    gw.pid()
+                );
+                idle_phase(plan, &gw, addr, mock, fd_limit, via)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     drop(mock_proc);
     Results {
         passthrough,
@@ -486,6 +528,7 @@ fn idle_phase(
     addr: SocketAddr,
     mock: u16,
     fd_limit: u64,
+    via: IdleVia,
 ) -> IdleResults {
     let pid = gw.pid();
     // Warm the gateway's allocator and pools the way a running gateway's would be.
@@ -496,9 +539,9 @@ fn idle_phase(
     std::thread::sleep(Duration::from_millis(500));
     let (base_rss_kib, _) = rss_kib(pid);
 
-    // Two descriptors per stream in the gateway (client side + upstream side), plus its own.
+    // One descriptor per stream in the gateway (two when proxied), plus its own.
     let headroom = open_fds(pid) as u64 + 64;
-    let fit = (fd_limit.saturating_sub(headroom) / 2) as usize;
+    let fit = (fd_limit.saturating_sub(headroom) / via.sockets()) as usize;
     let n = plan.idle_streams.min(fit);
     if n < plan.idle_streams {
         eprintln!(
@@ -506,7 +549,10 @@ fn idle_phase(
             plan.idle_streams
         );
     }
-    let (_, target) = pair(Kind::Passthrough, addr, mock, "idle", true);
+    let target = match via {
+        IdleVia::Upstream => pair(Kind::Passthrough, addr, mock, "idle", true).1,
+        IdleVia::BuiltInMock => via_gateway(addr, fixtures::small_request("mock-idle", true)),
+    };
     let started = Instant::now();
     let run = IdleRun::start(&target, n, plan.load_threads, 256);
     let deadline = started + Duration::from_secs(90);
@@ -546,6 +592,7 @@ fn idle_phase(
     std::thread::sleep(Duration::from_secs(1));
     let (closed_rss_kib, _) = rss_kib(pid);
     IdleResults {
+        via,
         requested: plan.idle_streams,
         opened,
         failed,

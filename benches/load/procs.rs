@@ -145,7 +145,7 @@ workers = {workers}
 log_level = "warn"
 
 [request_log]
-enabled = true
+enabled = {log_enabled}
 path = "{log}"
 
 [[auth.keys]]
@@ -153,6 +153,8 @@ name = "bench"
 secret_sha256 = "{key_hash}"
 "#,
         log = dir.join("requests.sqlite").display(),
+        // On by default, as shipped; `AIGW_BENCH_REQUEST_LOG=off` measures what it costs.
+        log_enabled = std::env::var("AIGW_BENCH_REQUEST_LOG").map_or(true, |v| v != "off"),
     );
     for profile in ["fast", "paced", "idle"] {
         for (kind, suffix) in [("anthropic", ""), ("openai", "/v1")] {
@@ -176,6 +178,19 @@ deployments = [{{ provider = "{kind}-{profile}", model = "{model}" }}]
             ));
         }
     }
+    // (e) also measures idle streams on the gateway's own mock provider: no upstream socket.
+    text.push_str(
+        r#"
+[[providers]]
+name = "idle-mock"
+kind = "mock"
+ttft_ms = 600000
+
+[[models]]
+id = "mock-idle"
+deployments = [{ provider = "idle-mock", model = "idle" }]
+"#,
+    );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).expect("write gateway config");
     path

@@ -315,7 +315,7 @@ fn na_rows(t: &mut Table, why: &str) {
 }
 
 fn idle_rows(t: &mut Table, i: &IdleResults) {
-    let path = "passthrough";
+    let path = i.via.label();
     t.row(
         "(e) gateway RSS, fresh and warmed up, no stream open",
         path,
@@ -450,7 +450,7 @@ pub fn print(plan: &Plan, r: &Results) {
         Ok(k) => kind_rows(&mut t, "translated", k, 60.0, r.body_sizes),
         Err(why) => na_rows(&mut t, why),
     }
-    if let Some(idle) = &r.idle {
+    for idle in &r.idle {
         idle_rows(&mut t, idle);
     }
     let b = &r.background;

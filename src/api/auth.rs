@@ -97,11 +97,11 @@ impl KeyIndex {
             return Ok(anon.clone());
         }
         let x_api_key = headers
-            .get("x-api-key")
+            .get(&super::header::X_API_KEY)
             .and_then(|v| v.to_str().ok())
             .map(str::trim);
         let bearer = headers
-            .get("authorization")
+            .get(&super::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let v = v.trim();

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
 use super::auth::ApiKey;
-use super::request_id;
+use super::{header, request_id};
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
 use crate::observability::metrics::Counted;
@@ -129,7 +129,7 @@ pub(super) async fn check(
     let limit = state.config.server.max_body_bytes;
     let declared = req
         .headers()
-        .get("content-length")
+        .get(&header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
@@ -186,8 +186,8 @@ pub(super) async fn check(
     let session_id = request
         .field("session_id")
         .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-        .or_else(|| header_str(req.headers(), "x-session-id"))
-        .or_else(|| header_str(req.headers(), "x-claude-code-session-id"));
+        .or_else(|| header_str(req.headers(), &header::SESSION_ID))
+        .or_else(|| header_str(req.headers(), &header::CLAUDE_CODE_SESSION_ID));
     record.session_id = session_id.clone();
     Ok(Checked {
         key,
@@ -284,7 +284,8 @@ async fn admit(
         strictness_plan: Arc::new(plan),
         session_id,
         received_at,
-        record: record.clone(),
+        // The session finishes the record from here on.
+        record: std::mem::take(record),
     })
 }
 
@@ -308,11 +309,21 @@ fn gateway_tools(
             }
         }
     };
-    let set = ToolSet::declare(&request.tools, &state.config.tools, &access)?;
     let choice_is_string = matches!(request.tool_choice, Some(serde_json::Value::String(_)));
-    if set.is_empty() && !choice_is_string && !has_server_blocks(&request.messages) {
+    let declares_server_tools = request.tools.iter().any(|t| {
+        t.get("type")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|ty| {
+                ty.starts_with("gateway:")
+                    || ty.starts_with("ai-stats:")
+                    || ty.starts_with("web_search_")
+                    || ty.starts_with("web_fetch_")
+            })
+    });
+    if !declares_server_tools && !choice_is_string && !has_server_blocks(&request.messages) {
         return Ok(None);
     }
+    let set = ToolSet::declare(&request.tools, &state.config.tools, &access)?;
     let choice = ToolChoice::parse(request.tool_choice.as_ref(), &request.tools, &set)?;
     Ok(Some(ToolsInit {
         set: Arc::new(set),
@@ -405,7 +416,7 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesMut, 
     Ok(body)
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+fn header_str(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -419,7 +430,8 @@ pub(super) fn anthropic_version(
     headers: &HeaderMap,
     default: &str,
 ) -> Result<ApiVersion, GatewayError> {
-    let value = header_str(headers, "anthropic-version").unwrap_or_else(|| default.to_string());
+    let value =
+        header_str(headers, &header::ANTHROPIC_VERSION).unwrap_or_else(|| default.to_string());
     ApiVersion::parse(&value).ok_or_else(|| {
         GatewayError::invalid(format!("anthropic-version: unsupported value \"{value}\""))
     })
@@ -427,7 +439,7 @@ pub(super) fn anthropic_version(
 
 /// gateway.md §3: trimmed, case-insensitive.
 fn strictness(headers: &HeaderMap, default: Strictness) -> Result<Strictness, GatewayError> {
-    let Some(raw) = headers.get("x-aistats-strictness") else {
+    let Some(raw) = headers.get(&header::STRICTNESS) else {
         return Ok(default);
     };
     match raw
@@ -447,7 +459,7 @@ fn strictness(headers: &HeaderMap, default: Strictness) -> Result<Strictness, Ga
 /// Every `anthropic-beta` header, joined with `,` in arrival order.
 pub(super) fn anthropic_beta(headers: &HeaderMap) -> Option<String> {
     let parts: Vec<&str> = headers
-        .get_all("anthropic-beta")
+        .get_all(&header::ANTHROPIC_BETA)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)

@@ -8,11 +8,27 @@ pub mod ops;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::HeaderValue;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpRequest};
 
 use crate::ids;
+
+/// Request headers the gateway reads, named once (a `&str` name is parsed on every lookup).
+pub(crate) mod header {
+    use actix_web::http::header::HeaderName;
+
+    pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    pub const AUTHORIZATION: HeaderName = HeaderName::from_static("authorization");
+    pub const CONTENT_LENGTH: HeaderName = HeaderName::from_static("content-length");
+    pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+    pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+    pub const STRICTNESS: HeaderName = HeaderName::from_static("x-aistats-strictness");
+    pub const SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+    pub const CLAUDE_CODE_SESSION_ID: HeaderName =
+        HeaderName::from_static("x-claude-code-session-id");
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+}
 
 /// The request's id, minted by the middleware before any handler runs.
 #[derive(Clone)]
@@ -34,8 +50,7 @@ async fn stamp_request_id(
     // Handlers answer every error themselves, as an envelope; nothing returns `Err` here.
     let mut res = next.call(req).await?;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static("request-id"), v);
+        res.headers_mut().insert(header::REQUEST_ID, v);
     }
     Ok(res)
 }

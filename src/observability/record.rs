@@ -71,6 +71,13 @@ pub struct RequestRecord {
     pub response_body: Option<String>,
 }
 
+/// An empty record, left behind when a record moves on (to the session, to the log).
+impl Default for RequestRecord {
+    fn default() -> Self {
+        Self::new(Endpoint::Messages, "", SystemTime::UNIX_EPOCH)
+    }
+}
+
 impl RequestRecord {
     /// A record for `endpoint` with nothing known yet but its id and arrival.
     pub fn new(endpoint: Endpoint, request_id: &str, ts: SystemTime) -> Self {

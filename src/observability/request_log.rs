@@ -159,6 +159,11 @@ const STOPPED: u8 = 2;
 /// The handle the gateway keeps: push rows, check health, flush on shutdown.
 pub struct RequestLog {
     addr: Addr<RequestLogActor>,
+    /// Rows waiting to cross to the writer thread: they go over a batch at a time (when
+    /// `batch_size` are staged, or on the flush timer), so a busy gateway wakes the writer once
+    /// per batch, not once per request.
+    staged: Arc<Mutex<Vec<RequestRecord>>>,
+    batch_size: usize,
     /// Rows pushed and not yet written (or given up).
     pending: Arc<AtomicUsize>,
     capacity: usize,
@@ -189,12 +194,19 @@ impl RequestLog {
         }
         let pending = Arc::new(AtomicUsize::new(0));
         let health = Arc::new(AtomicU8::new(RUNNING));
+        let staged = Arc::new(Mutex::new(Vec::with_capacity(config.batch_size)));
         // The factory runs once, on the writer thread; the connection moves there.
         let conn = Mutex::new(Some(conn));
         let actor_config = config.clone();
-        let (p, h, d) = (pending.clone(), health.clone(), dropped.clone());
+        let (p, h, d, st) = (
+            pending.clone(),
+            health.clone(),
+            dropped.clone(),
+            staged.clone(),
+        );
         let addr = SyncArbiter::start(1, move || RequestLogActor {
             conn: conn.lock().unwrap_or_else(|e| e.into_inner()).take(),
+            staged: st.clone(),
             config: actor_config.clone(),
             buffer: Vec::with_capacity(actor_config.batch_size),
             pending: p.clone(),
@@ -214,6 +226,8 @@ impl RequestLog {
         });
         Ok(Self {
             addr,
+            staged,
+            batch_size: config.batch_size.max(1),
             pending,
             capacity: config.queue_capacity,
             dropped,
@@ -231,7 +245,14 @@ impl RequestLog {
             self.dropped.inc();
             return;
         }
-        self.addr.do_send(Row(Box::new(record)));
+        let full = {
+            let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+            staged.push(record);
+            (staged.len() >= self.batch_size).then(|| std::mem::take(&mut *staged))
+        };
+        if let Some(rows) = full {
+            self.addr.do_send(Rows(rows));
+        }
     }
 
     /// `None` while the writer runs and its last write succeeded; else why not.
@@ -257,6 +278,8 @@ impl RequestLog {
 pub struct RequestLogActor {
     /// `None` when the connection could not move to this thread (a restarted actor).
     conn: Option<Connection>,
+    /// Rows pushed but not yet sent over (taken on every flush).
+    staged: Arc<Mutex<Vec<RequestRecord>>>,
     config: RequestLogConfig,
     buffer: Vec<RequestRecord>,
     pending: Arc<AtomicUsize>,
@@ -327,7 +350,7 @@ impl Drop for RequestLogActor {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Row(Box<RequestRecord>);
+struct Rows(Vec<RequestRecord>);
 
 /// Write what is buffered; `last` also gives up on rows that cannot be written.
 #[derive(Message)]
@@ -336,11 +359,11 @@ struct Flush {
     last: bool,
 }
 
-impl Handler<Row> for RequestLogActor {
+impl Handler<Rows> for RequestLogActor {
     type Result = ();
 
-    fn handle(&mut self, Row(record): Row, _ctx: &mut SyncContext<Self>) {
-        self.buffer.push(*record);
+    fn handle(&mut self, Rows(rows): Rows, _ctx: &mut SyncContext<Self>) {
+        self.buffer.extend(rows);
         if self.buffer.len() >= self.config.batch_size {
             self.flush(false);
         }
@@ -351,6 +374,8 @@ impl Handler<Flush> for RequestLogActor {
     type Result = ();
 
     fn handle(&mut self, msg: Flush, _ctx: &mut SyncContext<Self>) {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        self.buffer.extend(staged);
         self.flush(msg.last);
         if !msg.last {
             self.purge_if_due();

@@ -6,8 +6,10 @@ use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// Top-level fields in arrival order, each with its original bytes.
-pub type RawFields = IndexMap<String, Box<RawValue>>;
+/// Top-level fields in arrival order, each with its original bytes. Every request builds and
+/// probes this map about twenty times, so it uses foldhash (randomly seeded per process) rather
+/// than SipHash.
+pub type RawFields = IndexMap<String, Box<RawValue>, foldhash::fast::RandomState>;
 
 /// Gateway extensions (gateway.md §4): removed before forwarding.
 pub const EXTENSION_FIELDS: [&str; 7] = [

@@ -41,11 +41,11 @@ pub async fn run(
                     read_message(body)
                 }
                 Err(e) => {
-                    ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}")))
+                    ProviderEvent::failed(UpstreamError::transient(format!("upstream body: {e}")))
                 }
             }
         }
-        Err(e) => ProviderEvent::Failed(e),
+        Err(e) => ProviderEvent::failed(e),
     };
     let _ = sink.send(event).await;
 }
@@ -148,12 +148,12 @@ async fn send(
 
 fn read_message(body: Bytes) -> ProviderEvent {
     match serde_json::from_slice::<ResponseSummary>(&body) {
-        Ok(summary) => ProviderEvent::Message(UpstreamMessage {
+        Ok(summary) => ProviderEvent::message(UpstreamMessage {
             body,
             usage: summary.usage,
             stop_reason: summary.stop_reason,
         }),
-        Err(_) => ProviderEvent::Failed(UpstreamError::transient(
+        Err(_) => ProviderEvent::failed(UpstreamError::transient(
             "upstream returned an invalid JSON message",
         )),
     }
@@ -169,7 +169,7 @@ async fn pump(mut res: Response, capture: bool, sink: mpsc::Sender<ProviderEvent
             Some(Ok(bytes)) => {
                 if parser.push(&bytes, &mut events).is_err() {
                     let err = UpstreamError::transient("upstream sent an oversized SSE line");
-                    let _ = sink.send(ProviderEvent::Failed(err)).await;
+                    let _ = sink.send(ProviderEvent::failed(err)).await;
                     return;
                 }
                 false
@@ -177,7 +177,7 @@ async fn pump(mut res: Response, capture: bool, sink: mpsc::Sender<ProviderEvent
             Some(Err(e)) => {
                 flush(&mut events, &sink).await;
                 let err = UpstreamError::transient(format!("upstream stream broke: {e}"));
-                let _ = sink.send(ProviderEvent::Failed(err)).await;
+                let _ = sink.send(ProviderEvent::failed(err)).await;
                 return;
             }
             None => {
@@ -224,7 +224,7 @@ async fn flush(events: &mut Vec<SseEvent>, sink: &mpsc::Sender<ProviderEvent>) -
         None => true,
         Some(why) => {
             let _ = sink
-                .send(ProviderEvent::Failed(UpstreamError::transient(why)))
+                .send(ProviderEvent::failed(UpstreamError::transient(why)))
                 .await;
             false
         }

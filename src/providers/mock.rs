@@ -6,6 +6,9 @@
 //! |---------------------|----------------------------------------------------------------|
 //! | `error-<status>`    | the attempt fails with that HTTP status (`error-429` adds a 1 s `retry-after`) |
 //! | `error-midstream`   | a stream fails after its first text delta                      |
+//!
+//! A stream sends `message_start` at once and its first token after `ttft_ms`, as real upstreams
+//! do (time to first *token*).
 //! | anything else       | a normal reply                                                 |
 
 use std::sync::Arc;
@@ -156,7 +159,7 @@ pub async fn run(provider: Arc<Provider>, call: Call, sink: mpsc::Sender<Provide
         if status == 429 {
             err.retry_after = Some(Duration::from_secs(1));
         }
-        let _ = sink.send(ProviderEvent::Failed(err)).await;
+        let _ = sink.send(ProviderEvent::failed(err)).await;
         return;
     }
     let plan = plan(cfg, &call.request);
@@ -176,30 +179,44 @@ pub async fn run(provider: Arc<Provider>, call: Call, sink: mpsc::Sender<Provide
             usage: plan.usage,
             stop_reason: Some(plan.stop_reason.to_string()),
         };
-        let _ = sink.send(ProviderEvent::Message(msg)).await;
+        let _ = sink.send(ProviderEvent::message(msg)).await;
         return;
     }
 
+    // Like a real upstream: `message_start` at once, the first token after `ttft_ms`.
+    let mut pieces = plan
+        .stream(&id, &call.client_model, cfg.chunk_chars)
+        .into_iter();
+    let start = pieces.next().unwrap_or_default();
+    // Pieces already sent before the loop below (the start, when it went first).
+    let sent = usize::from(cfg.ttft_ms > 0);
     if cfg.ttft_ms > 0 {
+        if sink.send(ProviderEvent::Frames(start)).await.is_err() {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(cfg.ttft_ms)).await;
+    } else {
+        pieces = std::iter::once(start)
+            .chain(pieces)
+            .collect::<Vec<_>>()
+            .into_iter();
     }
-    let pieces = plan.stream(&id, &call.client_model, cfg.chunk_chars);
     let midstream_cut = model == "error-midstream";
     let delay = Duration::from_millis(cfg.chunk_delay_ms);
     if delay.is_zero() && !midstream_cut {
-        let frames = pieces.into_iter().flatten().collect();
+        let frames = pieces.flatten().collect();
         if sink.send(ProviderEvent::Frames(frames)).await.is_ok() {
             let _ = sink.send(ProviderEvent::End).await;
         }
         return;
     }
-    for (i, frames) in pieces.into_iter().enumerate() {
+    for (i, frames) in pieces.enumerate() {
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if midstream_cut && i == 3 {
+        if midstream_cut && i + sent == 3 {
             let err = UpstreamError::transient("mock upstream cut the stream");
-            let _ = sink.send(ProviderEvent::Failed(err)).await;
+            let _ = sink.send(ProviderEvent::failed(err)).await;
             return;
         }
         if sink.send(ProviderEvent::Frames(frames)).await.is_err() {

@@ -202,21 +202,32 @@ pub fn redacted_headers<'a>(
 /// What a provider task reports to its session.
 #[derive(Debug)]
 pub enum ProviderEvent {
-    /// Only with [`Call::capture`]: the request about to be sent.
-    Sent(SentRequest),
+    /// Only with [`Call::capture_request`]: the request about to be sent.
+    Sent(Box<SentRequest>),
     /// A 2xx response head arrived (the end of a non-stream attempt's time to first byte).
     Accepted { upstream_request_id: Option<String> },
     /// Only with [`Call::capture_response`]: an upstream payload as received (the whole body, or
     /// one stream event's data), before any translation.
     Raw(Bytes),
     /// Non-stream: the whole reply.
-    Message(UpstreamMessage),
+    Message(Box<UpstreamMessage>),
     /// Stream: Anthropic events, in order (all complete frames of one upstream read).
     Frames(Vec<Frame>),
     /// Stream: the upstream closed cleanly.
     End,
     /// The attempt failed, before or after its first event.
-    Failed(UpstreamError),
+    Failed(Box<UpstreamError>),
+}
+
+impl ProviderEvent {
+    // The rare, large payloads are boxed: a channel preallocates 32 slots of this enum.
+    pub fn failed(err: UpstreamError) -> Self {
+        Self::Failed(Box::new(err))
+    }
+
+    pub fn message(msg: UpstreamMessage) -> Self {
+        Self::Message(Box::new(msg))
+    }
 }
 
 #[derive(Message)]
@@ -326,7 +337,7 @@ impl Handler<Dispatch> for ProviderActor {
                     "provider kind {} is not available",
                     kind.as_str()
                 ));
-                let _ = sink.try_send(ProviderEvent::Failed(err));
+                let _ = sink.try_send(ProviderEvent::failed(err));
             }
         }
     }
@@ -357,6 +368,8 @@ pub fn http_client(timeouts: &TimeoutsConfig) -> awc::Client {
     awc::Client::builder()
         .connector(connector)
         .disable_timeout()
+        // An upstream that redirects is answered as it is, never followed behind our back.
+        .disable_redirects()
         .no_default_headers()
         .finish()
 }
@@ -378,7 +391,7 @@ pub async fn report_sent(
             ),
             body: body.clone(),
         };
-        let _ = sink.send(ProviderEvent::Sent(sent)).await;
+        let _ = sink.send(ProviderEvent::Sent(Box::new(sent))).await;
     }
 }
 

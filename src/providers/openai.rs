@@ -54,7 +54,7 @@ pub async fn run(
     let mut res = match send(&client, &provider, &call, body.into(), &sink).await {
         Ok(res) => res,
         Err(e) => {
-            let _ = sink.send(ProviderEvent::Failed(e)).await;
+            let _ = sink.send(ProviderEvent::failed(e)).await;
             return;
         }
     };
@@ -84,20 +84,20 @@ pub async fn run(
                 estimated_input_tokens,
             };
             match translate_response(&body, &ctx) {
-                Ok(t) => ProviderEvent::Message(UpstreamMessage {
+                Ok(t) => ProviderEvent::message(UpstreamMessage {
                     body: t.body.into(),
                     usage: t.usage,
                     stop_reason: Some(t.stop_reason.to_string()),
                 }),
                 Err(ResponseError::Invalid(m)) => {
-                    ProviderEvent::Failed(UpstreamError::transient(m))
+                    ProviderEvent::failed(UpstreamError::transient(m))
                 }
                 Err(ResponseError::Upstream(e)) => {
-                    ProviderEvent::Failed(failure(StreamFailure::from_error(&e)))
+                    ProviderEvent::failed(failure(StreamFailure::from_error(&e)))
                 }
             }
         }
-        Err(e) => ProviderEvent::Failed(UpstreamError::transient(format!("upstream body: {e}"))),
+        Err(e) => ProviderEvent::failed(UpstreamError::transient(format!("upstream body: {e}"))),
     };
     let _ = sink.send(event).await;
 }
@@ -183,7 +183,7 @@ async fn pump(
             return;
         }
         if let Err(f) = step {
-            let _ = sink.send(ProviderEvent::Failed(failure(f))).await;
+            let _ = sink.send(ProviderEvent::failed(failure(f))).await;
             return;
         }
         if tr.is_closed() {

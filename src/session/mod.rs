@@ -1009,7 +1009,7 @@ impl SessionActor {
     fn record(&mut self, outcome: Outcome) {
         let _entered = self.span.enter();
         self.recorded = true;
-        let mut r = self.init.record.clone();
+        let mut r = std::mem::take(&mut self.init.record);
         let chosen = self.chosen.as_ref().or_else(|| {
             // A failed request: the deployment asked last.
             let last = self.attempt_log.last()?;
@@ -1101,7 +1101,7 @@ impl StreamHandler<Upstream> for SessionActor {
                 attempt.accepted = true;
                 attempt.upstream_request_id = upstream_request_id;
             }
-            Some(ProviderEvent::Message(m)) => self.on_message(m, ctx),
+            Some(ProviderEvent::Message(m)) => self.on_message(*m, ctx),
             Some(ProviderEvent::Frames(f)) => {
                 if attempt.first_event.is_none() {
                     attempt.first_event = Some(now);
@@ -1112,7 +1112,7 @@ impl StreamHandler<Upstream> for SessionActor {
                 self.on_frames(f, ctx)
             }
             Some(ProviderEvent::End) => self.on_end(ctx),
-            Some(ProviderEvent::Failed(e)) => self.on_failed(e, ctx),
+            Some(ProviderEvent::Failed(e)) => self.on_failed(*e, ctx),
             None => self.on_failed(
                 UpstreamError::transient("upstream attempt ended without a result"),
                 ctx,

@@ -94,7 +94,7 @@ async fn complete(
         workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });
         let outcome = loop {
             match rx.recv().await {
-                Some(ProviderEvent::Message(m)) => break Ok(m),
+                Some(ProviderEvent::Message(m)) => break Ok(*m),
                 Some(ProviderEvent::Failed(e)) => break Err(e.message),
                 Some(_) => continue,
                 None => break Err("the upstream attempt ended without a result".into()),
