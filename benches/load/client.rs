@@ -17,12 +17,20 @@ use crate::mock::{now_ns, stamp};
 /// A gap between two text deltas of one stream longer than this is a stall.
 pub const STALL: Duration = Duration::from_millis(100);
 
+/// Requests sent to a gateway and to the mock directly, every attempt counted when it is
+/// sent (both sides pay the same atomic add). The gateway count is checked against its metrics
+/// and its request log at the end of the run.
+pub static SENT_TO_GATEWAY: AtomicU64 = AtomicU64::new(0);
+pub static SENT_DIRECT: AtomicU64 = AtomicU64::new(0);
+
 /// One endpoint with its request: the gateway, or the mock hit directly.
 #[derive(Clone)]
 pub struct Target {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// [`SENT_TO_GATEWAY`] or [`SENT_DIRECT`].
+    pub sent: &'static AtomicU64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -43,6 +51,7 @@ fn client() -> awc::Client {
 }
 
 fn request(client: &awc::Client, t: &Target) -> awc::ClientRequest {
+    t.sent.fetch_add(1, Ordering::Relaxed);
     let mut req = client.post(&t.url);
     for (k, v) in &t.headers {
         req = req.insert_header((*k, v.as_str()));

@@ -16,6 +16,7 @@ mod report;
 mod fixtures;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -200,11 +201,66 @@ pub struct Background {
     pub own: Duration,
 }
 
+/// What one gateway process was sent, counted in its metrics and wrote to its request log.
+pub struct Accounting {
+    pub label: &'static str,
+    pub sent: u64,
+    /// `gateway_requests_total` over all label sets, just before the gateway stopped.
+    pub counted: Option<u64>,
+    /// Request-log rows the process added; `None` with the log off.
+    pub logged: Option<u64>,
+}
+
+/// Where the counters stood when a gateway process started.
+struct Baseline {
+    sent: u64,
+    rows: u64,
+}
+
+impl Baseline {
+    fn now(db: &Path) -> Self {
+        Self {
+            sent: client::SENT_TO_GATEWAY.load(Relaxed),
+            rows: procs::request_log_rows(db).unwrap_or(0),
+        }
+    }
+}
+
+/// Stops a gateway the way an operator does (SIGTERM: it drains and flushes its request log),
+/// once its metrics have caught up with what it was sent, and accounts for its requests.
+fn stop_and_account(
+    label: &'static str,
+    gw: ChildGuard,
+    addr: SocketAddr,
+    since: Baseline,
+    db: &Path,
+) -> Accounting {
+    let sent = client::SENT_TO_GATEWAY.load(Relaxed) - since.sent;
+    // A released idle stream is counted once the gateway notices its client left.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let counted = loop {
+        let c = procs::counter_total(addr, "gateway_requests_total");
+        if c.is_none_or(|c| c >= sent) || Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(gw);
+    let logged = procs::request_log_rows(db).map(|rows| rows.saturating_sub(since.rows));
+    Accounting {
+        label,
+        sent,
+        counted,
+        logged,
+    }
+}
+
 pub struct Results {
     pub passthrough: KindResults,
     /// `Err(why)` when the translated rows cannot run in this build.
     pub translated: Result<KindResults, String>,
     pub idle: Vec<IdleResults>,
+    pub accounting: Vec<Accounting>,
     pub body_sizes: (usize, usize),
     pub background: Background,
 }
@@ -232,6 +288,7 @@ fn direct(kind: Kind, mock_port: u16, profile: &str, body: String) -> Target {
         url,
         headers,
         body: Bytes::from(body),
+        sent: &client::SENT_DIRECT,
     }
 }
 
@@ -244,6 +301,7 @@ fn via_gateway(gw: SocketAddr, body: String) -> Target {
             ("content-type", "application/json".to_string()),
         ],
         body: Bytes::from(body),
+        sent: &client::SENT_TO_GATEWAY,
     }
 }
 
@@ -465,6 +523,9 @@ fn run(plan: &Plan) -> Results {
     );
     let config = procs::gateway_config(&dir.0, mock, plan.gateway_workers);
     let log = dir.0.join("gateway.log");
+    let db = procs::request_log_path(&dir.0);
+    let mut accounting = Vec::new();
+    let since = Baseline::now(&db);
     let (gw, addr) = procs::spawn_gateway(&config, &log);
     eprintln!("[load] gateway on {addr} (pid {})", gw.pid());
 
@@ -483,7 +544,7 @@ fn run(plan: &Plan) -> Results {
     if let Err(why) = &translated {
         eprintln!("[load] translated rows skipped: {why}");
     }
-    drop(gw);
+    accounting.push(stop_and_account("(a)–(d)", gw, addr, since, &db));
 
     // (e) on a fresh gateway, so its baseline is not the high-water mark of the load above.
     let idle: Vec<IdleResults> = if plan.runs("idle") {
@@ -497,13 +558,20 @@ fn run(plan: &Plan) -> Results {
                 },
             )
             .map(|via| {
+                let since = Baseline::now(&db);
                 let (gw, addr) = procs::spawn_gateway(&config, &log);
                 eprintln!(
                     "[load] (e) idle streams ({}): fresh gateway on {addr} (pid {})",
                     via.label(),
                     gw.pid()
                 );
-                idle_phase(plan, &gw, addr, mock, fd_limit, via)
+                let results = idle_phase(plan, &gw, addr, mock, fd_limit, via);
+                let label = match via {
+                    IdleVia::BuiltInMock => "(e) built-in mock",
+                    IdleVia::Upstream => "(e) passthrough",
+                };
+                accounting.push(stop_and_account(label, gw, addr, since, &db));
+                results
             })
             .collect()
     } else {
@@ -514,6 +582,7 @@ fn run(plan: &Plan) -> Results {
         passthrough,
         translated,
         idle,
+        accounting,
         body_sizes: (
             fixtures::small_request("anthropic-fast", false).len(),
             fixtures::conversation_request("anthropic-fast", plan.conversation_turns, false).len(),

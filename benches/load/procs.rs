@@ -152,7 +152,7 @@ path = "{log}"
 name = "bench"
 secret_sha256 = "{key_hash}"
 "#,
-        log = dir.join("requests.sqlite").display(),
+        log = request_log_path(dir).display(),
         // On by default, as shipped; `AIGW_BENCH_REQUEST_LOG=off` measures what it costs.
         log_enabled = std::env::var("AIGW_BENCH_REQUEST_LOG").map_or(true, |v| v != "off"),
     );
@@ -248,17 +248,53 @@ pub fn spawn_gateway(config: &Path, log: &Path) -> (ChildGuard, SocketAddr) {
 }
 
 fn healthz(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let req = format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
+    get(addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+}
+
+/// A plain `GET` with `connection: close`: the whole response, head included.
+fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
+    Some(out)
+}
+
+/// The sum of a Prometheus counter over all its label sets, from the gateway's `/metrics`.
+pub fn counter_total(addr: SocketAddr, name: &str) -> Option<u64> {
+    let text = get(addr, "/metrics")?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let sum = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(sum as u64)
+}
+
+/// The gateway's request log, as written by [`gateway_config`].
+pub fn request_log_path(dir: &Path) -> PathBuf {
+    dir.join("requests.sqlite")
+}
+
+/// Rows in the request log; `None` when it is off (no file) or unreadable.
+pub fn request_log_rows(path: &Path) -> Option<u64> {
+    if !path.exists() {
+        return None;
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row("SELECT count(*) FROM requests", [], |r| r.get::<_, i64>(0))
+        .ok()
+        .map(|n| n as u64)
 }
 
 /// User + system CPU time of a whole process (all threads), from /proc/<pid>/stat.

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use crate::{IdleResults, KindResults, LoopPair, Plan, Results, StreamPair};
+use crate::{Accounting, IdleResults, KindResults, LoopPair, Plan, Results, StreamPair};
 
 const NA_TRANSLATED: &str = "n/a (openai kind not available in this build)";
 
@@ -422,6 +422,42 @@ fn machine() -> String {
     )
 }
 
+/// Every request sent to a gateway is one `gateway_requests_total` count and one request-log row.
+fn accounting(t: &mut Table, rows: &[Accounting]) {
+    if rows.is_empty() {
+        return;
+    }
+    t.out.push_str(
+        "\n| Accounting, per gateway process | Requests sent | `gateway_requests_total` | Request-log rows | Verdict |\n|---|---|---|---|---|\n",
+    );
+    let show = |v: Option<u64>, none: &str| v.map_or(none.to_string(), count);
+    let mut total = (0, Some(0), Some(0));
+    for a in rows {
+        let agree = a.counted == Some(a.sent) && a.logged.is_none_or(|l| l == a.sent);
+        let _ = writeln!(
+            t.out,
+            "| {} | {} | {} | {} | {} |",
+            a.label,
+            count(a.sent),
+            show(a.counted, "unreadable"),
+            show(a.logged, "log off"),
+            if agree { "equal" } else { "**differ**" }
+        );
+        total.0 += a.sent;
+        total.1 = total.1.zip(a.counted).map(|(t, c)| t + c);
+        total.2 = total.2.zip(a.logged).map(|(t, l)| t + l);
+    }
+    let agree = total.1 == Some(total.0) && total.2.is_none_or(|l| l == total.0);
+    let _ = writeln!(
+        t.out,
+        "| all | {} | {} | {} | {} |",
+        count(total.0),
+        show(total.1, "unreadable"),
+        show(total.2, "log off"),
+        if agree { "equal" } else { "**differ**" }
+    );
+}
+
 pub fn print(plan: &Plan, r: &Results) {
     let mut t = Table { out: String::new() };
     let _ = writeln!(
@@ -453,6 +489,7 @@ pub fn print(plan: &Plan, r: &Results) {
     for idle in &r.idle {
         idle_rows(&mut t, idle);
     }
+    accounting(&mut t, &r.accounting);
     let b = &r.background;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let other = b.busy.saturating_sub(b.own).as_secs_f64();
