@@ -5,32 +5,20 @@ use crate::common::*;
 #[actix_web::test]
 async fn both_auth_styles_and_their_failures() {
     let gw = TestGateway::start(&base_config("http://127.0.0.1:9"));
-    let body = request("mock-model", false).to_string();
-    let ok = post_raw(&gw.url, "/v1/messages", &[("x-api-key", KEY)], body.clone()).await;
+    let body = request("mock-model", false);
+    let ok = post_as(&gw.url, KEY, &body).await;
     assert_eq!(ok.status, 200);
-    let ok = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("authorization", "Bearer sk-test-key")],
-        body.clone(),
-    )
-    .await;
+    let ok = post_with(&gw.url, &[("authorization", "Bearer sk-test-key")], &body).await;
     assert_eq!(ok.status, 200);
 
-    let res = post_raw(&gw.url, "/v1/messages", &[], body.clone()).await;
+    let res = post_with(&gw.url, &[], &body).await;
     let v = res.assert_error(401, "authentication_error");
     assert_eq!(
         v["error"]["message"],
         "missing API key: send x-api-key or Authorization: Bearer"
     );
     assert_eq!(res.header("x-should-retry"), Some("false"));
-    let res = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-wrong")],
-        body.clone(),
-    )
-    .await;
+    let res = post_as(&gw.url, "sk-wrong", &body).await;
     let v = res.assert_error(401, "authentication_error");
     assert_eq!(v["error"]["message"], "invalid API key");
     gw.stop().await;
@@ -39,21 +27,9 @@ async fn both_auth_styles_and_their_failures() {
 #[actix_web::test]
 async fn models_outside_a_keys_allow_list_are_forbidden() {
     let gw = TestGateway::start(&base_config("http://127.0.0.1:9"));
-    let ok = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-narrow")],
-        request("mock-alias", false).to_string(),
-    )
-    .await;
+    let ok = post_as(&gw.url, "sk-narrow", &request("mock-alias", false)).await;
     assert_eq!(ok.status, 200, "aliases of an allowed model are allowed");
-    let res = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-narrow")],
-        request("up-text", false).to_string(),
-    )
-    .await;
+    let res = post_as(&gw.url, "sk-narrow", &request("up-text", false)).await;
     res.assert_error(403, "permission_error");
     post(&gw.url, &request("gpt-9", false))
         .await
@@ -64,14 +40,8 @@ async fn models_outside_a_keys_allow_list_are_forbidden() {
 #[actix_web::test]
 async fn requests_per_minute_gives_429_with_headers() {
     let gw = TestGateway::start(&base_config("http://127.0.0.1:9"));
-    let body = request("mock-model", false).to_string();
-    let ok = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-limited")],
-        body.clone(),
-    )
-    .await;
+    let body = request("mock-model", false);
+    let ok = post_as(&gw.url, "sk-limited", &body).await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("anthropic-ratelimit-requests-limit"), Some("1"));
     assert_eq!(
@@ -82,13 +52,7 @@ async fn requests_per_minute_gives_429_with_headers() {
         .header("anthropic-ratelimit-requests-reset")
         .unwrap()
         .ends_with('Z'));
-    let res = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-limited")],
-        body.clone(),
-    )
-    .await;
+    let res = post_as(&gw.url, "sk-limited", &body).await;
     let v = res.assert_error(429, "rate_limit_error");
     assert_eq!(
         v["error"]["message"],
@@ -134,23 +98,11 @@ async fn max_concurrent_is_enforced_and_released() {
     });
     // The slow stream holds the only slot until it ends (its head arrives after ttft).
     actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
-    let res = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-limited")],
-        request("mock-model", false).to_string(),
-    )
-    .await;
+    let res = post_as(&gw.url, "sk-limited", &request("mock-model", false)).await;
     let v = res.assert_error(429, "rate_limit_error");
     assert_eq!(v["error"]["message"], "rate limit exceeded: max_concurrent");
     assert_eq!(first.await.unwrap(), 200);
-    let res = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-limited")],
-        request("mock-model", false).to_string(),
-    )
-    .await;
+    let res = post_as(&gw.url, "sk-limited", &request("mock-model", false)).await;
     assert_eq!(res.status, 200, "the slot was released");
     gw.stop().await;
 }

@@ -69,22 +69,20 @@ async fn oversize_bodies_get_413_before_auth() {
 #[actix_web::test]
 async fn strictness_header_values() {
     let gw = TestGateway::start(&base_config("http://127.0.0.1:9"));
-    let body = request("mock-model", false).to_string();
+    let body = request("mock-model", false);
     for ok in ["off", " WARN ", "Error"] {
-        let res = post_raw(
+        let res = post_with(
             &gw.url,
-            "/v1/messages",
             &[("x-api-key", KEY), ("x-aistats-strictness", ok)],
-            body.clone(),
+            &body,
         )
         .await;
         assert_eq!(res.status, 200, "{ok}");
     }
-    let res = post_raw(
+    let res = post_with(
         &gw.url,
-        "/v1/messages",
         &[("x-api-key", KEY), ("x-aistats-strictness", "loose")],
-        body,
+        &body,
     )
     .await;
     let v = res.assert_error(400, "invalid_request_error");

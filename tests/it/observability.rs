@@ -136,15 +136,7 @@ async fn metrics_match_scripted_traffic() {
     post(url, &request("up-error-500", false))
         .await
         .assert_error(502, "api_error");
-    let limited = |body: Value| async move {
-        post_raw(
-            url,
-            "/v1/messages",
-            &[("x-api-key", "sk-limited")],
-            body.to_string(),
-        )
-        .await
-    };
+    let limited = |body: Value| async move { post_as(url, "sk-limited", &body).await };
     assert_eq!(limited(request("mock-model", false)).await.status, 200);
     limited(request("mock-model", false))
         .await
@@ -433,15 +425,7 @@ async fn request_log_has_one_row_per_request() {
     let sent = bodies.len();
     let requests = bodies.into_iter().map(|(body, key)| {
         let url = url.clone();
-        async move {
-            post_raw(
-                &url,
-                "/v1/messages",
-                &[("x-api-key", key)],
-                body.to_string(),
-            )
-            .await
-        }
+        async move { post_as(&url, key, &body).await }
     });
     // Five abandoned streams, each dropped after its first delta.
     let abandoned = (0..5).map(|_| {

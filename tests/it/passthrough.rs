@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::common::upstream::{self, End, MockUpstream, Reply};
+use crate::common::upstream::{self, End, MockUpstream, Recorded, Reply, Script};
 use crate::common::*;
 
 #[actix_web::test]
@@ -193,13 +193,11 @@ async fn upstream_http_errors_become_envelopes() {
     up.stop().await;
 }
 
-#[actix_web::test]
-async fn wrong_content_type_for_a_stream_is_an_upstream_failure() {
-    let up = MockUpstream::start(Arc::new(|r| {
-        Reply::Json(200, upstream::text_message(&r.model(), "x"), vec![])
-    }));
+/// Behind an upstream that answers with `script`, an `up-text` request (streamed or not) is a 502.
+async fn assert_upstream_failure(script: Script, stream: bool) {
+    let up = MockUpstream::start(script);
     let gw = TestGateway::start(&base_config(&up.url));
-    post(&gw.url, &request("up-text", true))
+    post(&gw.url, &request("up-text", stream))
         .await
         .assert_error(502, "api_error");
     gw.stop().await;
@@ -207,16 +205,18 @@ async fn wrong_content_type_for_a_stream_is_an_upstream_failure() {
 }
 
 #[actix_web::test]
+async fn wrong_content_type_for_a_stream_is_an_upstream_failure() {
+    let json =
+        Arc::new(|r: &Recorded| Reply::Json(200, upstream::text_message(&r.model(), "x"), vec![]));
+    assert_upstream_failure(json, true).await;
+}
+
+#[actix_web::test]
 async fn invalid_json_from_upstream_is_an_upstream_failure() {
-    let up = MockUpstream::start(Arc::new(|_| {
+    let not_json = Arc::new(|_: &Recorded| {
         Reply::Raw(200, "application/json", Bytes::from_static(b"{not json"))
-    }));
-    let gw = TestGateway::start(&base_config(&up.url));
-    post(&gw.url, &request("up-text", false))
-        .await
-        .assert_error(502, "api_error");
-    gw.stop().await;
-    up.stop().await;
+    });
+    assert_upstream_failure(not_json, false).await;
 }
 
 /// A client that goes away mid-stream makes the gateway drop its upstream request.
@@ -252,30 +252,28 @@ async fn client_disconnect_before_the_first_byte_drops_the_upstream_request() {
     up.stop().await;
 }
 
+/// POSTs `body` with the test key and this `anthropic-version`.
+async fn post_version(url: &str, version: &str, body: &Value) -> Response {
+    post_with(
+        url,
+        &[("x-api-key", KEY), ("anthropic-version", version)],
+        body,
+    )
+    .await
+}
+
 #[actix_web::test]
 async fn anthropic_version_is_forwarded_and_checked() {
     let up = MockUpstream::anthropic();
     let gw = TestGateway::start(&base_config(&up.url));
     let mut body = request("up-text", false);
-    let res = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", KEY), ("anthropic-version", "2026-10-21")],
-        body.to_string(),
-    )
-    .await;
+    let res = post_version(&gw.url, "2026-10-21", &body).await;
     assert_eq!(res.status, 200);
     assert_eq!(up.last().header("anthropic-version"), Some("2026-10-21"));
     // Missing: the default.
     post(&gw.url, &body).await;
     assert_eq!(up.last().header("anthropic-version"), Some("2023-06-01"));
-    let res = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", KEY), ("anthropic-version", "2024-01-01")],
-        body.to_string(),
-    )
-    .await;
+    let res = post_version(&gw.url, "2024-01-01", &body).await;
     let v = res.assert_error(400, "invalid_request_error");
     assert_eq!(
         v["error"]["message"],
@@ -284,13 +282,7 @@ async fn anthropic_version_is_forwarded_and_checked() {
     // 2026-10-21 refuses sampling parameters before routing.
     body["temperature"] = json!(1.0);
     let before = up.count();
-    let res = post_raw(
-        &gw.url,
-        "/v1/messages",
-        &[("x-api-key", KEY), ("anthropic-version", "2026-10-21")],
-        body.to_string(),
-    )
-    .await;
+    let res = post_version(&gw.url, "2026-10-21", &body).await;
     let v = res.assert_error(400, "invalid_request_error");
     assert_eq!(
         v["error"]["message"],

@@ -282,19 +282,17 @@ async fn debug_object_in_message_stream_and_error() {
     assert!(v["debug"]["attempts"][0]["retry_in_ms"].is_u64());
 
     // A key without allow_debug.
-    let res = post_raw(
+    let res = post_as(
         &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-nodebug")],
-        with(request("m", false), "debug", json!({"trace": true})).to_string(),
+        "sk-nodebug",
+        &with(request("m", false), "debug", json!({"trace": true})),
     )
     .await;
     res.assert_error(403, "permission_error");
-    let res = post_raw(
+    let res = post_as(
         &gw.url,
-        "/v1/messages",
-        &[("x-api-key", "sk-nodebug")],
-        with(request("m", false), "debug", json!({"trace": false})).to_string(),
+        "sk-nodebug",
+        &with(request("m", false), "debug", json!({"trace": false})),
     )
     .await;
     assert_eq!(res.status, 200, "all flags false is no debug request");

@@ -236,6 +236,14 @@ pub fn client() -> awc::Client {
         .finish()
 }
 
+/// The first value of header `name` in recorded `headers`.
+pub fn header_in<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// A finished HTTP exchange.
 pub struct Response {
     pub status: u16,
@@ -245,10 +253,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
@@ -319,6 +324,16 @@ pub async fn post(url: &str, body: &Value) -> Response {
         body.to_string(),
     )
     .await
+}
+
+/// POSTs a JSON body to `/v1/messages` with these headers only (no content type).
+pub async fn post_with(url: &str, headers: &[(&str, &str)], body: &Value) -> Response {
+    post_raw(url, "/v1/messages", headers, body.to_string()).await
+}
+
+/// POSTs a JSON body to `/v1/messages` with `key` as `x-api-key` (and no content type).
+pub async fn post_as(url: &str, key: &str, body: &Value) -> Response {
+    post_with(url, &[("x-api-key", key)], body).await
 }
 
 /// Sends a request on a raw TCP connection and reads until `until` appears in the response (or

@@ -24,11 +24,12 @@ pub struct Req {
 }
 
 impl Req {
+    /// Method and path, to assert both at once.
+    pub fn route(&self) -> (&str, &str) {
+        (&self.method, &self.path)
+    }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        super::header_in(&self.headers, name)
     }
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("mock got JSON")
