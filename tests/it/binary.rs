@@ -1,7 +1,8 @@
 //! The real binary: `--check-config`, and serving the shipped config.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use crate::common::*;
 
@@ -61,23 +62,36 @@ async fn serves_the_shipped_config() {
     // The shipped config logs requests to ./gateway.sqlite: run where that is harmless.
     let dir = temp_path("shipped");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--config", SHIPPED, "--listen", "127.0.0.1:0"])
-        .current_dir(&dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
+    let (child, url) = spawn_binary(&["--config", SHIPPED, "--listen", "127.0.0.1:0"], &dir).await;
+    struct Kill(Child);
     impl Drop for Kill {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
     }
-    let stderr = child.stderr.take().unwrap();
     let child = Kill(child);
+    let body = serde_json::json!({"model":"sonnet","max_tokens":64,"messages":[{"role":"user","content":"Hello!"}]});
+    let res = post_as(&url, "sk-gw-demo", &body).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["content"][0]["text"], "mock reply: Hello!");
+    let res = post_as(&url, "sk-wrong", &body).await;
+    res.assert_error(401, "authentication_error");
+    drop(child);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Starts the binary with `args` in `dir` and returns it with the address it logged.
+async fn spawn_binary(args: &[&str], dir: &Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
     // The binary logs its bound address; read it, then keep draining its log.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
@@ -90,65 +104,37 @@ async fn serves_the_shipped_config() {
             }
         }
     });
-    let url = tokio::time::timeout(std::time::Duration::from_secs(30), rx)
-        .await
-        .expect("the binary says where it listens")
-        .unwrap();
-    let body = serde_json::json!({"model":"sonnet","max_tokens":64,"messages":[{"role":"user","content":"Hello!"}]});
-    let res = post_raw(
-        &url,
-        "/v1/messages",
-        &[("x-api-key", "sk-gw-demo")],
-        body.to_string(),
-    )
-    .await;
-    assert_eq!(res.status, 200);
-    assert_eq!(res.json()["content"][0]["text"], "mock reply: Hello!");
-    let res = post_raw(
-        &url,
-        "/v1/messages",
-        &[("x-api-key", "sk-wrong")],
-        body.to_string(),
-    )
-    .await;
-    res.assert_error(401, "authentication_error");
-    drop(child);
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Starts the binary on `config` and returns it with the address it logged.
-async fn spawn_binary(config: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
-                }
-            }
+    match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
+        Ok(Ok(url)) => (child, url),
+        _ => {
+            let _ = child.kill();
+            panic!("the binary says where it listens");
         }
-    });
-    let url = tokio::time::timeout(std::time::Duration::from_secs(30), rx)
-        .await
-        .expect("the binary says where it listens")
-        .unwrap();
-    (child, url)
+    }
 }
 
-/// SIGTERM during traffic: streams in flight finish, the process exits 0, and the request log
-/// holds one row per request (rows are only written at shutdown here: the flush timer is long).
-#[actix_web::test]
-async fn sigterm_finishes_streams_and_loses_no_rows() {
-    let dir = temp_path("sigterm");
+/// The knobs the shutdown tests turn in [`start_slow_gateway`].
+struct SlowConfig {
+    workers: usize,
+    shutdown_grace_secs: u64,
+    chunk_chars: usize,
+    chunk_delay_ms: u64,
+    /// More `[request_log]` lines.
+    request_log: &'static str,
+}
+
+/// The binary started by [`start_slow_gateway`], with its files.
+struct SlowGateway {
+    dir: PathBuf,
+    db: PathBuf,
+    child: Child,
+    url: String,
+}
+
+/// Starts the binary in a fresh temporary dir on a config with one key (`KEY`), a slow streaming
+/// mock model `slow`, and the request log at `dir/log.sqlite`.
+async fn start_slow_gateway(what: &str, g: SlowConfig) -> SlowGateway {
+    let dir = temp_path(what);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("log.sqlite");
     let config = dir.join("config.toml");
@@ -158,8 +144,8 @@ async fn sigterm_finishes_streams_and_loses_no_rows() {
             r#"
 [server]
 listen = "127.0.0.1:0"
-workers = 2
-shutdown_grace_secs = 30
+workers = {workers}
+shutdown_grace_secs = {grace}
 
 [[auth.keys]]
 name = "t"
@@ -168,8 +154,8 @@ secret_sha256 = "{hash}"
 [[providers]]
 name = "slow"
 kind = "mock"
-chunk_chars = 4
-chunk_delay_ms = 40
+chunk_chars = {chunk_chars}
+chunk_delay_ms = {chunk_delay_ms}
 
 [[models]]
 id = "slow"
@@ -177,29 +163,30 @@ deployments = [{{ provider = "slow", model = "s" }}]
 
 [request_log]
 path = "{db}"
-batch_size = 1000
-flush_interval_ms = 600000
-"#,
+{extra}"#,
+            workers = g.workers,
+            grace = g.shutdown_grace_secs,
             hash = key_hash(KEY),
+            chunk_chars = g.chunk_chars,
+            chunk_delay_ms = g.chunk_delay_ms,
             db = db.display(),
+            extra = g.request_log,
         ),
     )
     .unwrap();
-    let (child, url) = spawn_binary(&config).await;
-
-    // ~28 chunks 40 ms apart: each stream lasts about a second.
-    let body = serde_json::json!({"model": "slow", "max_tokens": 256, "stream": true,
-        "messages": [{"role": "user", "content": "x".repeat(100)}]});
-    let mut done = 0;
-    for _ in 0..4 {
-        let mut b = body.clone();
-        b["stream"] = serde_json::json!(false);
-        let res = post_raw(&url, "/v1/messages", &[("x-api-key", KEY)], b.to_string()).await;
-        assert_eq!(res.status, 200);
-        done += 1;
+    let (child, url) = spawn_binary(&["--config", config.to_str().unwrap()], &dir).await;
+    SlowGateway {
+        dir,
+        db,
+        child,
+        url,
     }
+}
+
+/// Starts `n` streams of `body`, each with its head (status 200) received.
+async fn open_streams(url: &str, body: &serde_json::Value, n: usize) -> Vec<awc::ClientResponse> {
     let mut streams = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..n {
         let res = client()
             .post(format!("{url}/v1/messages"))
             .insert_header(("x-api-key", KEY))
@@ -209,22 +196,61 @@ flush_interval_ms = 600000
         assert_eq!(res.status(), 200);
         streams.push(res);
     }
-    // Every stream is in flight (its head is here, its body is a second long).
+    streams
+}
+
+fn sigterm(child: &Child) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}
+
+/// Waits for the binary to exit and asserts it exited 0.
+async fn assert_exits_cleanly(mut child: Child) {
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// SIGTERM during traffic: streams in flight finish, the process exits 0, and the request log
+/// holds one row per request (rows are only written at shutdown here: the flush timer is long).
+#[actix_web::test]
+async fn sigterm_finishes_streams_and_loses_no_rows() {
+    let gw = start_slow_gateway(
+        "sigterm",
+        SlowConfig {
+            workers: 2,
+            shutdown_grace_secs: 30,
+            chunk_chars: 4,
+            chunk_delay_ms: 40,
+            request_log: "batch_size = 1000\nflush_interval_ms = 600000\n",
+        },
+    )
+    .await;
+
+    // ~28 chunks 40 ms apart: each stream lasts about a second.
+    let body = serde_json::json!({"model": "slow", "max_tokens": 256, "stream": true,
+        "messages": [{"role": "user", "content": "x".repeat(100)}]});
+    let mut done = 0;
+    for _ in 0..4 {
+        let mut b = body.clone();
+        b["stream"] = serde_json::json!(false);
+        let res = post_as(&gw.url, KEY, &b).await;
+        assert_eq!(res.status, 200);
+        done += 1;
+    }
+    let streams = open_streams(&gw.url, &body, 6).await;
+    // Every stream is in flight (its head is here, its body is a second long).
+    sigterm(&gw.child);
     for mut res in streams {
         let res = collect(&mut res).await;
         let names = assert_stream_grammar(&res.events());
         assert_eq!(names.last().map(String::as_str), Some("message_stop"));
         done += 1;
     }
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}");
+    assert_exits_cleanly(gw.child).await;
 
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = rusqlite::Connection::open(&gw.db).unwrap();
     let (rows, ok): (i64, i64) = conn
         .query_row(
             "SELECT count(*), sum(status = 200 AND error_type IS NULL) FROM requests",
@@ -234,63 +260,28 @@ flush_interval_ms = 600000
         .unwrap();
     assert_eq!((rows, ok), (done, done));
     drop(conn);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&gw.dir).unwrap();
 }
 
 /// Streams that outlive `shutdown_grace_secs` are cut, and still leave their rows.
 #[actix_web::test]
 async fn streams_past_the_grace_period_are_cut_and_still_logged() {
-    let dir = temp_path("grace");
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("log.sqlite");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-shutdown_grace_secs = 1
-
-[[auth.keys]]
-name = "t"
-secret_sha256 = "{hash}"
-
-[[providers]]
-name = "slow"
-kind = "mock"
-chunk_chars = 1
-chunk_delay_ms = 100
-
-[[models]]
-id = "slow"
-deployments = [{{ provider = "slow", model = "s" }}]
-
-[request_log]
-path = "{db}"
-"#,
-            hash = key_hash(KEY),
-            db = db.display(),
-        ),
+    let gw = start_slow_gateway(
+        "grace",
+        SlowConfig {
+            workers: 1,
+            shutdown_grace_secs: 1,
+            chunk_chars: 1,
+            chunk_delay_ms: 100,
+            request_log: "",
+        },
     )
-    .unwrap();
-    let (child, url) = spawn_binary(&config).await;
+    .await;
     // ~60 one-char chunks 100 ms apart: six seconds, far past the grace period.
     let body = serde_json::json!({"model": "slow", "max_tokens": 256, "stream": true,
         "messages": [{"role": "user", "content": "x".repeat(50)}]});
-    let mut streams = Vec::new();
-    for _ in 0..3 {
-        let res = client()
-            .post(format!("{url}/v1/messages"))
-            .insert_header(("x-api-key", KEY))
-            .send_body(body.to_string())
-            .await
-            .expect("stream head");
-        assert_eq!(res.status(), 200);
-        streams.push(res);
-    }
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let streams = open_streams(&gw.url, &body, 3).await;
+    sigterm(&gw.child);
     for mut res in streams {
         let res = collect(&mut res).await;
         assert!(
@@ -298,13 +289,8 @@ path = "{db}"
             "a stream past the grace period is cut"
         );
     }
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}");
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    assert_exits_cleanly(gw.child).await;
+    let conn = rusqlite::Connection::open(&gw.db).unwrap();
     let rows: Vec<(i64, Option<String>)> = conn
         .prepare("SELECT status, error_type FROM requests")
         .unwrap()
@@ -314,5 +300,5 @@ path = "{db}"
         .collect();
     assert_eq!(rows, vec![(200, Some("shutdown".to_string())); 3]);
     drop(conn);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&gw.dir).unwrap();
 }

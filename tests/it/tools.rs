@@ -66,26 +66,21 @@ model = "gpt-image-1"
     .expect("valid config")
 }
 
+/// An address nothing listens on, for the engines or image provider a test does not use.
+const UNUSED: &str = "http://127.0.0.1:9";
+
+/// A config with no search engine, image provider or other tool settings at all.
+fn bare_config() -> Config {
+    Config::from_toml_with_env(
+        "auth.disabled = true\n[[providers]]\nname = \"mock\"\nkind = \"mock\"\n[[models]]\nid = \"m\"\ndeployments = [{ provider = \"mock\", model = \"x\" }]\n",
+        &|_| None,
+    )
+    .unwrap()
+}
+
 fn declare(config: &Config, tool: Value) -> Arc<GatewayTool> {
     let set = ToolSet::declare(&[tool], &config.tools, &|_| ModelAccess::Allowed).unwrap();
     set.tools()[0].clone()
-}
-
-async fn run(
-    actors: &ToolActors,
-    tool: &Arc<GatewayTool>,
-    input: Value,
-    context: CallContext,
-) -> ToolOutcome {
-    let call = ToolCall {
-        id: aigw::ids::gateway_tool_use_id(),
-        tool: tool.clone(),
-        input,
-    };
-    let id = call.id.clone();
-    let out = actors.execute(Execute { call, context }).await;
-    assert_eq!(out.block["tool_use_id"], id.as_str());
-    out
 }
 
 /// Search engines: each answers in its own API's shape; queries steer failures.
@@ -145,33 +140,63 @@ fn engine_script(r: &Req) -> Reply {
     }
 }
 
-fn search_actors(config: &Config) -> ToolActors {
-    let state = AppState::new(config.clone());
-    ToolActors::start(config, &state.providers)
+/// One declared tool and the config's actors that run it.
+struct Rig {
+    actors: ToolActors,
+    tool: Arc<GatewayTool>,
+}
+
+impl Rig {
+    /// `declaration` declared against `config`, run by that config's actors.
+    fn new(config: &Config, declaration: Value) -> Self {
+        let state = AppState::new(config.clone());
+        Rig {
+            actors: ToolActors::start(config, &state.providers),
+            tool: declare(config, declaration),
+        }
+    }
+
+    /// Only a fetch actor, with this config and network.
+    fn web_fetch(cfg: &WebFetchConfig, net: FetchNet, declaration: Value) -> Self {
+        Rig {
+            actors: ToolActors::from_actors(vec![ToolActor::web_fetch(WebFetch::new(cfg, net))]),
+            tool: declare(&config(UNUSED, UNUSED, ""), declaration),
+        }
+    }
+
+    async fn call(&self, input: Value) -> ToolOutcome {
+        self.call_in(input, CallContext::default()).await
+    }
+
+    /// Runs the tool on `input`; the result must answer this call's id.
+    async fn call_in(&self, input: Value, context: CallContext) -> ToolOutcome {
+        let call = ToolCall {
+            id: aigw::ids::gateway_tool_use_id(),
+            tool: self.tool.clone(),
+            input,
+        };
+        let id = call.id.clone();
+        let out = self.actors.execute(Execute { call, context }).await;
+        assert_eq!(out.block["tool_use_id"], id.as_str());
+        out
+    }
+}
+
+/// The search engines' mock, and a search tool declared against it.
+fn search_rig(declaration: Value) -> (HttpMock, Rig) {
+    let engines = HttpMock::start(engine_script);
+    let rig = Rig::new(&config(&engines.url, UNUSED, ""), declaration);
+    (engines, rig)
 }
 
 #[actix_web::test]
 async fn searxng_speaks_its_json_api() {
-    let engines = HttpMock::start(engine_script);
-    let c = config(&engines.url, "http://127.0.0.1:9", "");
-    let actors = search_actors(&c);
-    let tool = declare(
-        &c,
-        json!({"type":"gateway:web_search","blocked_domains":["spam.org"]}),
-    );
-    let out = run(
-        &actors,
-        &tool,
-        json!({"query":"lyon weather"}),
-        CallContext::default(),
-    )
-    .await;
+    let (engines, rig) =
+        search_rig(json!({"type":"gateway:web_search","blocked_domains":["spam.org"]}));
+    let out = rig.call(json!({"query":"lyon weather"})).await;
 
     let req = engines.only_request();
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        ("GET", "/searx/search")
-    );
+    assert_eq!(req.route(), ("GET", "/searx/search"));
     assert_eq!(req.param("q").as_deref(), Some("lyon weather"));
     assert_eq!(req.param("format").as_deref(), Some("json"));
     assert!(req.header("authorization").is_none() && req.header("x-api-key").is_none());
@@ -206,26 +231,13 @@ async fn searxng_speaks_its_json_api() {
 
 #[actix_web::test]
 async fn exa_gets_its_key_domains_and_location() {
-    let engines = HttpMock::start(engine_script);
-    let c = config(&engines.url, "http://127.0.0.1:9", "");
-    let actors = search_actors(&c);
-    let tool = declare(
-        &c,
+    let (engines, rig) = search_rig(
         json!({"type":"gateway:web_search","engine":"exa","max_results":3,"allowed_domains":["lyon.example"],
                "user_location":{"type":"approximate","country":"fr"}}),
     );
-    let out = run(
-        &actors,
-        &tool,
-        json!({"query":"lyon weather"}),
-        CallContext::default(),
-    )
-    .await;
+    let out = rig.call(json!({"query":"lyon weather"})).await;
     let req = engines.only_request();
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        ("POST", "/exa/search")
-    );
+    assert_eq!(req.route(), ("POST", "/exa/search"));
     assert_eq!(req.header("x-api-key"), Some(ENGINE_KEY));
     assert_eq!(req.header("content-type"), Some("application/json"));
     assert_eq!(
@@ -242,25 +254,12 @@ async fn exa_gets_its_key_domains_and_location() {
 
 #[actix_web::test]
 async fn tavily_uses_bearer_auth() {
-    let engines = HttpMock::start(engine_script);
-    let c = config(&engines.url, "http://127.0.0.1:9", "");
-    let actors = search_actors(&c);
-    let tool = declare(
-        &c,
+    let (engines, rig) = search_rig(
         json!({"type":"gateway:web_search","parameters":{"engine":"tavily","blocked_domains":["spam.org"]}}),
     );
-    let out = run(
-        &actors,
-        &tool,
-        json!({"query":"lyon"}),
-        CallContext::default(),
-    )
-    .await;
+    let out = rig.call(json!({"query":"lyon"})).await;
     let req = engines.only_request();
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        ("POST", "/tavily/search")
-    );
+    assert_eq!(req.route(), ("POST", "/tavily/search"));
     assert_eq!(
         req.header("authorization"),
         Some(format!("Bearer {ENGINE_KEY}").as_str())
@@ -275,26 +274,13 @@ async fn tavily_uses_bearer_auth() {
 
 #[actix_web::test]
 async fn brave_uses_its_token_header() {
-    let engines = HttpMock::start(engine_script);
-    let c = config(&engines.url, "http://127.0.0.1:9", "");
-    let actors = search_actors(&c);
-    let tool = declare(
-        &c,
+    let (engines, rig) = search_rig(
         json!({"type":"gateway:web_search","engine":"brave","blocked_domains":["spam.org"],
                "user_location":{"type":"approximate","country":"FR","city":"Lyon"}}),
     );
-    let out = run(
-        &actors,
-        &tool,
-        json!({"query":"lyon"}),
-        CallContext::default(),
-    )
-    .await;
+    let out = rig.call(json!({"query":"lyon"})).await;
     let req = engines.only_request();
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        ("GET", "/brave/res/v1/web/search")
-    );
+    assert_eq!(req.route(), ("GET", "/brave/res/v1/web/search"));
     assert_eq!(req.header("x-subscription-token"), Some(ENGINE_KEY));
     assert_eq!(req.header("accept"), Some("application/json"));
     assert_eq!(req.param("q").as_deref(), Some("lyon"));
@@ -317,10 +303,7 @@ async fn brave_uses_its_token_header() {
 
 #[actix_web::test]
 async fn search_error_codes() {
-    let engines = HttpMock::start(engine_script);
-    let c = config(&engines.url, "http://127.0.0.1:9", "");
-    let actors = search_actors(&c);
-    let tool = declare(&c, json!({"type":"gateway:web_search","engine":"exa"}));
+    let (engines, rig) = search_rig(json!({"type":"gateway:web_search","engine":"exa"}));
     let cases = [
         (json!({"query":"ratelimit"}), "too_many_requests", true),
         (json!({"query":"broken"}), "unavailable", true),
@@ -331,7 +314,7 @@ async fn search_error_codes() {
     ];
     for (input, code, counted) in cases {
         let before = engines.requests().len();
-        let out = run(&actors, &tool, input.clone(), CallContext::default()).await;
+        let out = rig.call(input.clone()).await;
         assert_eq!(out.error_code(), Some(code), "{input}");
         assert_eq!(
             out.block["content"]["type"], "web_search_tool_result_error",
@@ -348,29 +331,14 @@ async fn search_error_codes() {
         assert_eq!(model["error"], code);
     }
     // A query of exactly 500 characters is allowed.
-    let out = run(
-        &actors,
-        &tool,
-        json!({"query": "q".repeat(500)}),
-        CallContext::default(),
-    )
-    .await;
+    let out = rig.call(json!({"query": "q".repeat(500)})).await;
     assert!(!out.is_error);
 }
 
 #[actix_web::test]
 async fn search_timeout_and_missing_engine_are_unavailable() {
-    let engines = HttpMock::start(engine_script);
-    let c = config(&engines.url, "http://127.0.0.1:9", "");
-    let actors = search_actors(&c);
-    let tool = declare(&c, json!({"type":"gateway:web_search"}));
-    let out = run(
-        &actors,
-        &tool,
-        json!({"query":"slow"}),
-        CallContext::default(),
-    )
-    .await;
+    let (_engines, rig) = search_rig(json!({"type":"gateway:web_search"}));
+    let out = rig.call(json!({"query":"slow"})).await;
     assert_eq!(out.error_code(), Some("unavailable"));
     assert!(out.counted);
     assert!(
@@ -380,20 +348,9 @@ async fn search_timeout_and_missing_engine_are_unavailable() {
     );
 
     // No engine configured at all.
-    let bare = Config::from_toml_with_env(
-        "auth.disabled = true\n[[providers]]\nname = \"mock\"\nkind = \"mock\"\n[[models]]\nid = \"m\"\ndeployments = [{ provider = \"mock\", model = \"x\" }]\n",
-        &|_| None,
-    )
-    .unwrap();
-    let actors = search_actors(&bare);
-    let tool = declare(&bare, json!({"type":"gateway:web_search"}));
-    let out = run(
-        &actors,
-        &tool,
-        json!({"query":"lyon"}),
-        CallContext::default(),
-    )
-    .await;
+    let out = Rig::new(&bare_config(), json!({"type":"gateway:web_search"}))
+        .call(json!({"query":"lyon"}))
+        .await;
     assert_eq!(out.error_code(), Some("unavailable"));
     assert!(!out.counted);
 }
@@ -431,8 +388,7 @@ struct FetchRig {
     site: HttpMock,
     resolver: FakeResolver,
     net: FetchNet,
-    actors: ToolActors,
-    tool: Arc<GatewayTool>,
+    tool: Rig,
 }
 
 /// A fetch actor with a fake resolver: `site.test` → 127.0.0.1, the site mock's exact address
@@ -472,15 +428,11 @@ fn fetch_rig(cfg: WebFetchConfig, declaration: Value) -> FetchRig {
             treat_as_public: Some(site.addr),
         },
     };
-    let c = config("http://127.0.0.1:9", "http://127.0.0.1:9", "");
-    let tool = declare(&c, declaration);
-    let actors =
-        ToolActors::from_actors(vec![ToolActor::web_fetch(WebFetch::new(&cfg, net.clone()))]);
+    let tool = Rig::web_fetch(&cfg, net.clone(), declaration);
     FetchRig {
         site,
         resolver,
         net,
-        actors,
         tool,
     }
 }
@@ -499,14 +451,15 @@ impl FetchRig {
     }
 
     async fn fetch(&self, url: &str) -> ToolOutcome {
-        run(
-            &self.actors,
-            &self.tool,
-            json!({"url": url}),
-            CallContext::default(),
-        )
-        .await
+        self.tool.call(json!({"url": url})).await
     }
+}
+
+/// The document text of a successful fetch.
+fn fetched_text(out: &ToolOutcome) -> &str {
+    out.block["content"]["content"]["source"]["data"]
+        .as_str()
+        .unwrap()
 }
 
 #[actix_web::test]
@@ -550,21 +503,15 @@ async fn fetch_html_becomes_a_text_document() {
 #[actix_web::test]
 async fn fetch_content_types() {
     let rig = fetch_rig(fetch_cfg(), json!({"type":"gateway:web_fetch"}));
-    let text = |o: &ToolOutcome| {
-        o.block["content"]["content"]["source"]["data"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     let out = rig.fetch(&rig.url("/plain.txt")).await;
-    assert_eq!(text(&out), "just text");
+    assert_eq!(fetched_text(&out), "just text");
     assert_eq!(out.block["content"]["content"]["title"], Value::Null);
     assert_eq!(
-        text(&rig.fetch(&rig.url("/data.json")).await),
+        fetched_text(&rig.fetch(&rig.url("/data.json")).await),
         "{\"temp\":31}"
     );
     assert_eq!(
-        text(&rig.fetch(&rig.url("/untyped")).await),
+        fetched_text(&rig.fetch(&rig.url("/untyped")).await),
         "untyped words"
     );
     for path in ["/doc.pdf", "/image.png"] {
@@ -627,37 +574,34 @@ async fn fetch_follows_redirects_by_hand() {
 
 #[actix_web::test]
 async fn fetch_caps_size_and_text() {
-    let rig = fetch_rig(
-        fetch_cfg(),
-        json!({"type":"gateway:web_fetch","max_chars":200}),
-    );
-    let out = rig.fetch(&rig.url("/big")).await;
-    let text = out.block["content"]["content"]["source"]["data"]
-        .as_str()
-        .unwrap();
-    assert_eq!(text, format!("{}\n\n[truncated]", "a".repeat(200)));
-    let rig = fetch_rig(
-        fetch_cfg(),
-        json!({"type":"gateway:web_fetch","max_chars":100000}),
-    );
-    let out = rig.fetch(&rig.url("/big")).await;
-    let text = out.block["content"]["content"]["source"]["data"]
-        .as_str()
-        .unwrap();
-    assert_eq!(
-        text,
-        format!("{}\n\n[truncated]", "a".repeat(1000)),
-        "body capped at max_bytes"
-    );
-    let rig = fetch_rig(
-        fetch_cfg(),
-        json!({"type":"gateway:web_fetch","max_chars":12}),
-    );
-    let out = rig.fetch(&rig.url("/long")).await;
-    assert_eq!(
-        out.block["content"]["content"]["source"]["data"],
-        "word word wo\n\n[truncated]"
-    );
+    let cases = [
+        (
+            200,
+            "/big",
+            format!("{}\n\n[truncated]", "a".repeat(200)),
+            "cut to max_chars",
+        ),
+        (
+            100000,
+            "/big",
+            format!("{}\n\n[truncated]", "a".repeat(1000)),
+            "body capped at max_bytes",
+        ),
+        (
+            12,
+            "/long",
+            "word word wo\n\n[truncated]".to_string(),
+            "cut to max_chars",
+        ),
+    ];
+    for (max_chars, path, expected, why) in cases {
+        let rig = fetch_rig(
+            fetch_cfg(),
+            json!({"type":"gateway:web_fetch","max_chars":max_chars}),
+        );
+        let out = rig.fetch(&rig.url(path)).await;
+        assert_eq!(fetched_text(&out), expected, "{why}");
+    }
 }
 
 #[actix_web::test]
@@ -693,13 +637,7 @@ async fn fetch_input_errors() {
         (json!({"url":"http://other.test/"}), "url_not_allowed"),
     ];
     for (input, code) in cases {
-        let out = run(
-            &rig.actors,
-            &rig.tool,
-            input.clone(),
-            CallContext::default(),
-        )
-        .await;
+        let out = rig.tool.call(input.clone()).await;
         assert_eq!(out.error_code(), Some(code), "{input}");
         assert!(!out.counted);
     }
@@ -724,7 +662,7 @@ async fn fetch_url_must_be_in_prior_context_when_required() {
         prior_context: Some(aigw::tools::replay::prior_context_text(None, &messages).into()),
         ..Default::default()
     };
-    let out = run(&rig.actors, &rig.tool, json!({"url": url}), ctx).await;
+    let out = rig.tool.call_in(json!({"url": url}), ctx).await;
     assert!(!out.is_error, "{:?}", out.block);
 }
 
@@ -819,10 +757,7 @@ async fn ssrf_rechecks_redirects_into_blocked_ranges() {
             treat_as_public: Some(hop.addr),
         },
     };
-    let c = config("http://127.0.0.1:9", "http://127.0.0.1:9", "");
-    let tool = declare(&c, json!({"type":"gateway:web_fetch"}));
-    let actors =
-        ToolActors::from_actors(vec![ToolActor::web_fetch(WebFetch::new(&fetch_cfg(), net))]);
+    let tool = Rig::web_fetch(&fetch_cfg(), net, json!({"type":"gateway:web_fetch"}));
     // The blocked hop is refused by the guard itself before any fetch is tried.
     assert!(
         aigw::tools::ssrf::vet_host(&net_check(&resolver), "metadata.test", 80)
@@ -836,7 +771,7 @@ async fn ssrf_rechecks_redirects_into_blocked_ranges() {
         ("/to-file", "url_not_allowed"),
     ] {
         let url = format!("http://hop.test:{port}{path}");
-        let out = run(&actors, &tool, json!({"url": url}), CallContext::default()).await;
+        let out = tool.call(json!({"url": url})).await;
         assert_eq!(out.error_code(), Some(code), "{path}");
         assert!(out.counted, "the first hop reached the network");
     }
@@ -869,16 +804,14 @@ fn net_check(resolver: &FakeResolver) -> FetchNet {
 async fn ssrf_with_the_system_resolver() {
     // `localhost` resolves through the system (hosts file) to loopback only.
     let target = ConnCounter::start().await;
-    let c = config("http://127.0.0.1:9", "http://127.0.0.1:9", "");
-    let tool = declare(&c, json!({"type":"gateway:web_fetch"}));
+    let c = config(UNUSED, UNUSED, "");
     let net = FetchNet {
         resolver: Rc::new(SystemResolver),
         policy: AddressPolicy::from_config(c.tools.web_fetch.allow_private_networks),
     };
-    let actors =
-        ToolActors::from_actors(vec![ToolActor::web_fetch(WebFetch::new(&fetch_cfg(), net))]);
+    let tool = Rig::web_fetch(&fetch_cfg(), net, json!({"type":"gateway:web_fetch"}));
     let url = format!("http://localhost:{}/", target.addr.port());
-    let out = run(&actors, &tool, json!({"url": url}), CallContext::default()).await;
+    let out = tool.call(json!({"url": url})).await;
     assert_eq!(out.error_code(), Some("url_not_allowed"));
     assert_eq!(target.earlier_connections().await, 0);
 }
@@ -904,7 +837,7 @@ async fn calls_run_concurrently_and_can_be_cancelled() {
         ..Default::default()
     };
     let url = rig.url("/slow");
-    let call = run(&rig.actors, &rig.tool, json!({"url": url}), ctx);
+    let call = rig.tool.call_in(json!({"url": url}), ctx);
     let cancel = async {
         // Cancel once the request is in flight.
         while rig.site.requests().is_empty() {
@@ -950,24 +883,15 @@ fn images_script(r: &Req) -> Reply {
 #[actix_web::test]
 async fn image_generation_calls_the_images_api() {
     let images = HttpMock::start(images_script);
-    let c = config("http://127.0.0.1:9", &images.url, "");
-    let actors = search_actors(&c);
-    let tool = declare(
-        &c,
+    let rig = Rig::new(
+        &config(UNUSED, &images.url, ""),
         json!({"type":"ai-stats:image_generation","quality":"high","output_format":"png"}),
     );
-    let out = run(
-        &actors,
-        &tool,
-        json!({"prompt":"a cat","size":"1024x1024","quality":"low"}),
-        CallContext::default(),
-    )
-    .await;
+    let out = rig
+        .call(json!({"prompt":"a cat","size":"1024x1024","quality":"low"}))
+        .await;
     let req = images.only_request();
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        ("POST", "/v1/images/generations")
-    );
+    assert_eq!(req.route(), ("POST", "/v1/images/generations"));
     assert_eq!(
         req.header("authorization"),
         Some(format!("Bearer {IMAGE_KEY}").as_str())
@@ -1002,13 +926,7 @@ async fn image_generation_calls_the_images_api() {
         })
     );
 
-    let out = run(
-        &actors,
-        &tool,
-        json!({"prompt":"as url"}),
-        CallContext::default(),
-    )
-    .await;
+    let out = rig.call(json!({"prompt":"as url"})).await;
     assert_eq!(
         out.block["content"]["source"],
         json!({"type":"url","url":"https://images.example/cat.png"})
@@ -1020,9 +938,10 @@ async fn image_generation_calls_the_images_api() {
 #[actix_web::test]
 async fn image_generation_error_codes() {
     let images = HttpMock::start(images_script);
-    let c = config("http://127.0.0.1:9", &images.url, "");
-    let actors = search_actors(&c);
-    let tool = declare(&c, json!({"type":"gateway:image_generation"}));
+    let rig = Rig::new(
+        &config(UNUSED, &images.url, ""),
+        json!({"type":"gateway:image_generation"}),
+    );
     for (input, code, counted) in [
         (json!({"prompt":"refused"}), "generation_failed", true),
         (json!({"prompt":"empty"}), "generation_failed", true),
@@ -1035,7 +954,7 @@ async fn image_generation_error_codes() {
             false,
         ),
     ] {
-        let out = run(&actors, &tool, input.clone(), CallContext::default()).await;
+        let out = rig.call(input.clone()).await;
         assert_eq!(out.error_code(), Some(code), "{input}");
         assert_eq!(
             out.block["content"]["type"],
@@ -1045,31 +964,15 @@ async fn image_generation_error_codes() {
         assert!(!out.model_content.contains(IMAGE_KEY));
     }
     // Without a configured provider the tool is unavailable.
-    let bare = Config::from_toml_with_env(
-        "auth.disabled = true\n[[providers]]\nname = \"mock\"\nkind = \"mock\"\n[[models]]\nid = \"m\"\ndeployments = [{ provider = \"mock\", model = \"x\" }]\n",
-        &|_| None,
-    )
-    .unwrap();
-    let actors = search_actors(&bare);
-    let tool = declare(&bare, json!({"type":"gateway:image_generation"}));
-    let out = run(
-        &actors,
-        &tool,
-        json!({"prompt":"a cat"}),
-        CallContext::default(),
-    )
-    .await;
+    let out = Rig::new(&bare_config(), json!({"type":"gateway:image_generation"}))
+        .call(json!({"prompt":"a cat"}))
+        .await;
     assert_eq!(out.error_code(), Some("unavailable"));
 }
 
 #[actix_web::test]
 async fn advisor_calls_through_the_session_caller() {
-    let c = config(
-        "http://127.0.0.1:9",
-        "http://127.0.0.1:9",
-        "[tools.advisor]\ndefault_model = \"m\"",
-    );
-    let actors = search_actors(&c);
+    let c = config(UNUSED, UNUSED, "[tools.advisor]\ndefault_model = \"m\"");
     let seen: Arc<Mutex<Vec<AdvisorRequest>>> = Arc::default();
     let caller: AdvisorCaller = {
         let seen = seen.clone();
@@ -1090,7 +993,7 @@ async fn advisor_calls_through_the_session_caller() {
             })
         })
     };
-    let tool = declare(
+    let rig = Rig::new(
         &c,
         json!({"type":"ai-stats:advisor","name":"reviewer","instructions":"Focus on bugs.","forward_transcript":true,"max_tokens":4096}),
     );
@@ -1101,13 +1004,9 @@ async fn advisor_calls_through_the_session_caller() {
         transcript: Some(transcript),
         ..Default::default()
     };
-    let out = run(
-        &actors,
-        &tool,
-        json!({"prompt":"What should I check?"}),
-        ctx.clone(),
-    )
-    .await;
+    let out = rig
+        .call_in(json!({"prompt":"What should I check?"}), ctx.clone())
+        .await;
     assert_eq!(
         out.block["content"],
         json!({"type":"advisor_result","advisor":"reviewer","model":"m","text":"Check the null case first."})
@@ -1123,7 +1022,7 @@ async fn advisor_calls_through_the_session_caller() {
         "Conversation so far:\n\nUser: Why does it crash?\n\nAdvisor request: What should I check?"
     );
 
-    let out = run(&actors, &tool, json!({"prompt":"over the limit"}), ctx).await;
+    let out = rig.call_in(json!({"prompt":"over the limit"}), ctx).await;
     assert_eq!(out.error_code(), Some("too_many_requests"));
     assert_eq!(out.block["content"]["type"], "advisor_tool_result_error");
 }
@@ -1131,32 +1030,25 @@ async fn advisor_calls_through_the_session_caller() {
 #[actix_web::test]
 async fn datetime_through_its_actor() {
     let c = config(
-        "http://127.0.0.1:9",
-        "http://127.0.0.1:9",
+        UNUSED,
+        UNUSED,
         "[tools.datetime]\ndefault_timezone = \"Asia/Tokyo\"",
     );
-    let actors = search_actors(&c);
-    let tool = declare(&c, json!({"type":"gateway:datetime"}));
-    let out = run(&actors, &tool, json!({}), CallContext::default()).await;
+    let rig = Rig::new(&c, json!({"type":"gateway:datetime"}));
+    let out = rig.call(json!({})).await;
     let t = &out.block["content"]["times"][0];
     assert_eq!(out.block["content"]["type"], "datetime_result");
     assert_eq!(t["timezone"], "Asia/Tokyo");
     assert!(t["datetime"].as_str().unwrap().ends_with("+09:00"));
     assert!(out.counted);
-    let out = run(
-        &actors,
-        &tool,
-        json!({"timezones":["Atlantis/Capital"]}),
-        CallContext::default(),
-    )
-    .await;
+    let out = rig.call(json!({"timezones":["Atlantis/Capital"]})).await;
     assert_eq!(out.error_code(), Some("invalid_tool_input"));
     assert_eq!(out.block["content"]["type"], "datetime_tool_result_error");
 }
 
 #[actix_web::test]
 async fn worker_actors_include_the_tools() {
-    let c = config("http://127.0.0.1:9", "http://127.0.0.1:9", "");
+    let c = config(UNUSED, UNUSED, "");
     let state = AppState::new(c);
     let workers = aigw::state::WorkerActors::start(&state);
     for kind in aigw::tools::ToolKind::ALL {
