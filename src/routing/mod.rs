@@ -297,6 +297,15 @@ mod tests {
         preferences::parse(Some(&v), None, &|_| true).unwrap()
     }
 
+    /// `select` with routing preferences `v` and no capability filter.
+    fn select_by(
+        m: &Model,
+        v: serde_json::Value,
+        now: Instant,
+    ) -> Result<Vec<Arc<Deployment>>, NoCandidate> {
+        select(m, &prefs(v), None, now, &mut rng())
+    }
+
     #[test]
     fn filters_in_order_and_name_the_one_that_emptied_the_pool() {
         let m = model(vec![
@@ -305,50 +314,22 @@ mod tests {
             dep_on("c", "c/1", 0, None),
         ]);
         let now = Instant::now();
-        let sel = select(
-            &m,
-            &prefs(serde_json::json!({"only":["a","b"]})),
-            None,
-            now,
-            &mut rng(),
-        )
-        .unwrap();
+        let sel = select_by(&m, serde_json::json!({"only":["a","b"]}), now).unwrap();
         assert_eq!(sel.len(), 2);
-        let e = select(
-            &m,
-            &prefs(serde_json::json!({"only":["c"],"ignore":["c"]})),
-            None,
-            now,
-            &mut rng(),
-        )
-        .unwrap_err();
+        let e = select_by(&m, serde_json::json!({"only":["c"],"ignore":["c"]}), now).unwrap_err();
         assert_eq!(
             e,
             NoCandidate::Filtered {
                 filter: "provider.ignore".into()
             }
         );
-        let sel = select(
-            &m,
-            &prefs(serde_json::json!({"max_price":{"prompt":2}})),
-            None,
-            now,
-            &mut rng(),
-        )
-        .unwrap();
+        let sel = select_by(&m, serde_json::json!({"max_price":{"prompt":2}}), now).unwrap();
         assert_eq!(
             names(&sel),
             ["b/1"],
             "unpriced deployments are dropped by a price cap"
         );
-        let e = select(
-            &m,
-            &prefs(serde_json::json!({"max_price":{"completion":1}})),
-            None,
-            now,
-            &mut rng(),
-        )
-        .unwrap_err();
+        let e = select_by(&m, serde_json::json!({"max_price":{"completion":1}}), now).unwrap_err();
         assert_eq!(
             e,
             NoCandidate::Filtered {
@@ -383,30 +364,14 @@ mod tests {
             dep_on("c", "c/1", 0, Some((0.5, 0.5))),
         ]);
         let now = Instant::now();
-        let sel = select(
-            &m,
-            &prefs(serde_json::json!({"sort":"price"})),
-            None,
-            now,
-            &mut rng(),
-        )
-        .unwrap();
+        let sel = select_by(&m, serde_json::json!({"sort":"price"}), now).unwrap();
         assert_eq!(names(&sel), ["c/1", "b/1", "a/1"]);
-        let sel = select(
-            &m,
-            &prefs(serde_json::json!({"sort":"price","order":["a"]})),
-            None,
-            now,
-            &mut rng(),
-        )
-        .unwrap();
+        let sel = select_by(&m, serde_json::json!({"sort":"price","order":["a"]}), now).unwrap();
         assert_eq!(names(&sel), ["a/1", "c/1", "b/1"]);
-        let sel = select(
+        let sel = select_by(
             &m,
-            &prefs(serde_json::json!({"order":["b"],"allow_fallbacks":false})),
-            None,
+            serde_json::json!({"order":["b"],"allow_fallbacks":false}),
             now,
-            &mut rng(),
         )
         .unwrap();
         assert_eq!(names(&sel), ["b/1"]);
@@ -417,23 +382,9 @@ mod tests {
         m.deployments[2]
             .stats
             .record(Duration::from_millis(500), Duration::from_millis(600), 1);
-        let sel = select(
-            &m,
-            &prefs(serde_json::json!({"sort":"latency"})),
-            None,
-            now,
-            &mut rng(),
-        )
-        .unwrap();
+        let sel = select_by(&m, serde_json::json!({"sort":"latency"}), now).unwrap();
         assert_eq!(names(&sel), ["a/1", "c/1", "b/1"]);
-        let sel = select(
-            &m,
-            &prefs(serde_json::json!({"sort":"throughput"})),
-            None,
-            now,
-            &mut rng(),
-        )
-        .unwrap();
+        let sel = select_by(&m, serde_json::json!({"sort":"throughput"}), now).unwrap();
         assert_eq!(names(&sel), ["a/1", "c/1", "b/1"]);
     }
 

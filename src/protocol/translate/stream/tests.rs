@@ -346,6 +346,37 @@ fn message_stop() -> (String, Value) {
     ("message_stop".into(), json!({"type":"message_stop"}))
 }
 
+/// One whole block: its start, a delta per piece, its stop.
+fn block(
+    i: u64,
+    start: (String, Value),
+    delta: fn(u64, &str) -> (String, Value),
+    pieces: &[&str],
+) -> Events {
+    let mut events = vec![start];
+    events.extend(pieces.iter().map(|p| delta(i, p)));
+    events.push(stop(i));
+    events
+}
+fn text_block(i: u64, pieces: &[&str]) -> Events {
+    block(i, text_start(i), text, pieces)
+}
+fn thinking_block(i: u64, pieces: &[&str]) -> Events {
+    block(i, thinking_start(i), thinking, pieces)
+}
+fn tool_block(i: u64, id: &str, name: &str, pieces: &[&str]) -> Events {
+    block(i, tool_start(i, id, name), json_d, pieces)
+}
+
+/// A whole message: message_start, the blocks in order, message_delta and message_stop.
+fn message(blocks: &[Events], reason: &str, usage: [u64; 4]) -> Events {
+    let mut events = vec![ms()];
+    events.extend(blocks.concat());
+    events.push(message_delta(reason, usage));
+    events.push(message_stop());
+    events
+}
+
 fn reasons(w: &[Warning]) -> Vec<String> {
     w.iter()
         .map(|w| format!("{}:{}", w.param, w.reason.as_str()))
@@ -370,15 +401,11 @@ fn text_only() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
         events,
-        vec![
-            ms(),
-            text_start(0),
-            text(0, "Hello"),
-            text(0, " world"),
-            stop(0),
-            message_delta("end_turn", [21, 9, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[text_block(0, &["Hello", " world"])],
+            "end_turn",
+            [21, 9, 0, 0]
+        )
     );
 }
 
@@ -398,19 +425,14 @@ fn reasoning_then_text_split_from_one_chunk() {
     let (events, _, _) = replay_everywhere(&bytes, false, StreamEnd::Eof);
     assert_eq!(
         events,
-        vec![
-            ms(),
-            thinking_start(0),
-            thinking(0, "Let me think"),
-            thinking(0, " more"),
-            stop(0),
-            text_start(1),
-            text(1, "Answer"),
-            text(1, "!"),
-            stop(1),
-            message_delta("end_turn", [30, 12, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[
+                thinking_block(0, &["Let me think", " more"]),
+                text_block(1, &["Answer", "!"])
+            ],
+            "end_turn",
+            [30, 12, 0, 0]
+        )
     );
 }
 
@@ -433,18 +455,14 @@ fn tool_call_with_name_in_first_chunk_the_worked_example() {
     assert!(warnings.is_empty());
     assert_eq!(
         events,
-        vec![
-            ms(),
-            text_start(0),
-            text(0, "Checking"),
-            stop(0),
-            tool_start(1, "call_7f3a", "get_weather"),
-            json_d(1, "{\"ci"),
-            json_d(1, "ty\":\"Lyon\"}"),
-            stop(1),
-            message_delta("tool_use", [312, 38, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[
+                text_block(0, &["Checking"]),
+                tool_block(1, "call_7f3a", "get_weather", &["{\"ci", "ty\":\"Lyon\"}"])
+            ],
+            "tool_use",
+            [312, 38, 0, 0]
+        )
     );
 }
 
@@ -463,14 +481,11 @@ fn name_arriving_after_the_id() {
     let (events, _, _) = replay_everywhere(&bytes, false, StreamEnd::Eof);
     assert_eq!(
         events,
-        vec![
-            ms(),
-            tool_start(0, "call_1", "f"),
-            json_d(0, "{\"a\":1}"),
-            stop(0),
-            message_delta("tool_use", [5, 3, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[tool_block(0, "call_1", "f", &["{\"a\":1}"])],
+            "tool_use",
+            [5, 3, 0, 0]
+        )
     );
 }
 
@@ -492,18 +507,14 @@ fn two_parallel_calls_and_no_text_block_for_a_tool_only_reply() {
     let (events, _, _) = replay_everywhere(&bytes, false, StreamEnd::Eof);
     assert_eq!(
         events,
-        vec![
-            ms(),
-            tool_start(0, "call_a", "get_weather"),
-            json_d(0, "{\"city\":\"Lyon\"}"),
-            stop(0),
-            tool_start(1, "call_b", "get_time"),
-            json_d(1, "{\"tz\":"),
-            json_d(1, "\"Europe/Paris\"}"),
-            stop(1),
-            message_delta("tool_use", [40, 20, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[
+                tool_block(0, "call_a", "get_weather", &["{\"city\":\"Lyon\"}"]),
+                tool_block(1, "call_b", "get_time", &["{\"tz\":", "\"Europe/Paris\"}"])
+            ],
+            "tool_use",
+            [40, 20, 0, 0]
+        )
     );
 }
 
@@ -546,17 +557,14 @@ fn interleaved_parallel_calls_are_fine_in_buffered_mode() {
     assert!(failure.is_none());
     assert_eq!(
         events,
-        vec![
-            ms(),
-            tool_start(0, "call_a", "f"),
-            json_d(0, "{\"a\":1}"),
-            stop(0),
-            tool_start(1, "call_b", "g"),
-            json_d(1, "{\"b\":2}"),
-            stop(1),
-            message_delta("tool_use", [9, 9, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[
+                tool_block(0, "call_a", "f", &["{\"a\":1}"]),
+                tool_block(1, "call_b", "g", &["{\"b\":2}"])
+            ],
+            "tool_use",
+            [9, 9, 0, 0]
+        )
     );
 }
 
@@ -580,20 +588,24 @@ fn awkward_argument_fragments_are_held_to_safe_boundaries() {
     assert!(warnings.is_empty());
     assert_eq!(
         events,
-        vec![
-            ms(),
-            tool_start(0, "call_w", "get_weather"),
-            json_d(0, "{\"ci"),
-            json_d(0, "ty\": \"Ly"),
-            json_d(0, "on\", \"unit"),
-            json_d(0, "\": \"c"),
-            json_d(0, "\\u00e9lsius\", \"days\""),
-            json_d(0, ": ["),
-            json_d(0, "1, 2]}"),
-            stop(0),
-            message_delta("tool_use", [312, 38, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[tool_block(
+                0,
+                "call_w",
+                "get_weather",
+                &[
+                    "{\"ci",
+                    "ty\": \"Ly",
+                    "on\", \"unit",
+                    "\": \"c",
+                    "\\u00e9lsius\", \"days\"",
+                    ": [",
+                    "1, 2]}"
+                ]
+            )],
+            "tool_use",
+            [312, 38, 0, 0]
+        )
     );
     let all: String = events
         .iter()
@@ -620,14 +632,11 @@ fn a_fragment_that_breaks_the_prefix_is_withheld_and_reported() {
     let (events, _, warnings) = replay_everywhere(&bytes, false, StreamEnd::Eof);
     assert_eq!(
         events,
-        vec![
-            ms(),
-            tool_start(0, "call_x", "f"),
-            json_d(0, "{\"a\": "),
-            stop(0),
-            message_delta("tool_use", [1, 1, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[tool_block(0, "call_x", "f", &["{\"a\": "])],
+            "tool_use",
+            [1, 1, 0, 0]
+        )
     );
     assert_eq!(reasons(&warnings), ["tool_calls.0.arguments:invalid_json"]);
     assert_eq!(warnings[0].detail.as_deref(), Some("{\"a\": 1}} trailing"));
@@ -641,20 +650,11 @@ fn usage_on_every_chunk_closes_at_the_finish_chunk() {
     c2["usage"] = json!({"prompt_tokens":10,"completion_tokens":2});
     let bytes = wire(&[c1, c2, usage_chunk(99, 99)], true);
     let (events, _, _) = replay_everywhere(&bytes, false, StreamEnd::Eof);
-    let mut start = ms();
-    start.1["message"]["usage"]["input_tokens"] = json!(10);
-    start.1["message"]["usage"]["output_tokens"] = json!(1);
-    assert_eq!(
-        events,
-        vec![
-            start,
-            text_start(0),
-            text(0, "Hi"),
-            stop(0),
-            message_delta("end_turn", [10, 2, 0, 0]),
-            message_stop()
-        ]
-    );
+    let mut expected = message(&[text_block(0, &["Hi"])], "end_turn", [10, 2, 0, 0]);
+    // message_start carries the first chunk's usage.
+    expected[0].1["message"]["usage"]["input_tokens"] = json!(10);
+    expected[0].1["message"]["usage"]["output_tokens"] = json!(1);
+    assert_eq!(events, expected);
 }
 
 #[test]
@@ -683,14 +683,7 @@ fn no_usage_at_all_closes_on_the_usage_wait_with_an_estimate() {
     assert!(failure.is_none());
     assert_eq!(
         events,
-        vec![
-            ms(),
-            text_start(0),
-            text(0, "12345678"),
-            stop(0),
-            message_delta("end_turn", [7, 2, 0, 0]),
-            message_stop()
-        ]
+        message(&[text_block(0, &["12345678"])], "end_turn", [7, 2, 0, 0])
     );
     assert_eq!(reasons(&warnings), ["usage:estimated"]);
 }
@@ -726,14 +719,7 @@ fn done_without_finish_reason_closes_cleanly() {
     assert!(failure.is_none());
     assert_eq!(
         events,
-        vec![
-            ms(),
-            text_start(0),
-            text(0, "partial"),
-            stop(0),
-            message_delta("end_turn", [4, 2, 0, 0]),
-            message_stop()
-        ]
+        message(&[text_block(0, &["partial"])], "end_turn", [4, 2, 0, 0])
     );
     assert_eq!(reasons(&warnings), ["upstream:no_finish_reason"]);
 }
@@ -745,14 +731,11 @@ fn done_without_finish_closes_an_open_tool_call() {
     assert!(failure.is_none());
     assert_eq!(
         events,
-        vec![
-            ms(),
-            tool_start(0, "call_1", "f"),
-            json_d(0, "{\"a\":1}"),
-            stop(0),
-            message_delta("tool_use", [7, 2, 0, 0]),
-            message_stop()
-        ]
+        message(
+            &[tool_block(0, "call_1", "f", &["{\"a\":1}"])],
+            "tool_use",
+            [7, 2, 0, 0]
+        )
     );
 }
 
