@@ -527,6 +527,14 @@ impl Checker {
         }
     }
 
+    /// A required string that `id` accepts (`id.1` says what it must match otherwise).
+    fn req_id(&mut self, at: &At, obj: &Map<String, Value>, key: &str, id: IdRule) {
+        let (valid, mismatch) = id;
+        if self.req_str(at, obj, key).is_some_and(|s| !valid(s)) {
+            self.fail(&at.key(key), mismatch);
+        }
+    }
+
     fn opt_bool(&mut self, at: &At, obj: &Map<String, Value>, key: &str) {
         match obj.get(key) {
             None | Some(Value::Null | Value::Bool(_)) => {}
@@ -891,6 +899,19 @@ impl Checker {
         }
     }
 
+    /// Content inside a block (a tool result's, a document's): a string or blocks allowed in `place`.
+    fn nested_content(&mut self, at: &At, content: &Value, place: Place) {
+        match content {
+            Value::String(_) => {}
+            Value::Array(blocks) => {
+                for (i, b) in blocks.iter().enumerate() {
+                    self.block(&at.idx(i), b, place);
+                }
+            }
+            _ => self.fail(at, "must be a string or an array of content blocks"),
+        }
+    }
+
     /// One content block; returns its kind when it is known and allowed where it sits.
     fn block(&mut self, at: &At, b: &Value, place: Place) -> Option<Kind> {
         let Some(obj) = b.as_object() else {
@@ -919,14 +940,7 @@ impl Checker {
             Kind::Document => self.document_block(at, obj),
             Kind::SearchResult => self.search_result_block(at, obj),
             Kind::ToolUse => {
-                match obj.get("id") {
-                    Some(Value::String(id)) if is_tool_id(id) => {}
-                    Some(Value::String(_)) => {
-                        self.fail(&at.key("id"), "must match ^[a-zA-Z0-9_-]+$")
-                    }
-                    Some(_) => self.fail(&at.key("id"), "must be a string"),
-                    None => self.fail(&at.key("id"), "field required"),
-                }
+                self.req_id(at, obj, "id", TOOL_ID);
                 if let Some(name) = self.req_str(at, obj, "name") {
                     if !char_len_in(name, 1, 200) {
                         self.fail(&at.key("name"), "must be 1..200 characters");
@@ -935,26 +949,10 @@ impl Checker {
                 self.req_object(at, obj, "input");
             }
             Kind::ToolResult => {
-                match obj.get("tool_use_id") {
-                    Some(Value::String(id)) if is_tool_id(id) => {}
-                    Some(Value::String(_)) => {
-                        self.fail(&at.key("tool_use_id"), "must match ^[a-zA-Z0-9_-]+$")
-                    }
-                    Some(_) => self.fail(&at.key("tool_use_id"), "must be a string"),
-                    None => self.fail(&at.key("tool_use_id"), "field required"),
-                }
+                self.req_id(at, obj, "tool_use_id", TOOL_ID);
                 match obj.get("content") {
-                    None | Some(Value::Null | Value::String(_)) => {}
-                    Some(Value::Array(blocks)) => {
-                        let content = at.key("content");
-                        for (i, b) in blocks.iter().enumerate() {
-                            self.block(&content.idx(i), b, Place::ToolResult);
-                        }
-                    }
-                    Some(_) => self.fail(
-                        &at.key("content"),
-                        "must be a string or an array of content blocks",
-                    ),
+                    None | Some(Value::Null) => {}
+                    Some(c) => self.nested_content(&at.key("content"), c, Place::ToolResult),
                 }
                 self.opt_bool(at, obj, "is_error");
             }
@@ -966,29 +964,14 @@ impl Checker {
                 self.req_str(at, obj, "data");
             }
             Kind::ServerToolUse => {
-                match obj.get("id") {
-                    Some(Value::String(id)) if is_server_tool_id(id) => {}
-                    Some(Value::String(_)) => {
-                        self.fail(&at.key("id"), "must match ^srvtoolu_[a-zA-Z0-9_]+$")
-                    }
-                    Some(_) => self.fail(&at.key("id"), "must be a string"),
-                    None => self.fail(&at.key("id"), "field required"),
-                }
+                self.req_id(at, obj, "id", SERVER_TOOL_ID);
                 if self.req_str(at, obj, "name") == Some("") {
                     self.fail(&at.key("name"), "must be non-empty");
                 }
                 self.req_object(at, obj, "input");
             }
             Kind::ServerToolResult => {
-                match obj.get("tool_use_id") {
-                    Some(Value::String(id)) if is_server_tool_id(id) => {}
-                    Some(Value::String(_)) => self.fail(
-                        &at.key("tool_use_id"),
-                        "must match ^srvtoolu_[a-zA-Z0-9_]+$",
-                    ),
-                    Some(_) => self.fail(&at.key("tool_use_id"), "must be a string"),
-                    None => self.fail(&at.key("tool_use_id"), "field required"),
-                }
+                self.req_id(at, obj, "tool_use_id", SERVER_TOOL_ID);
                 if obj.get("content").is_none_or(Value::is_null) {
                     self.fail(&at.key("content"), "field required");
                 }
@@ -1052,17 +1035,7 @@ impl Checker {
                     self.req_str(&at, src, "data");
                 }
                 Some("content") => match src.get("content") {
-                    Some(Value::String(_)) => {}
-                    Some(Value::Array(blocks)) => {
-                        let content = at.key("content");
-                        for (i, b) in blocks.iter().enumerate() {
-                            self.block(&content.idx(i), b, Place::DocumentContent);
-                        }
-                    }
-                    Some(_) => self.fail(
-                        &at.key("content"),
-                        "must be a string or an array of content blocks",
-                    ),
+                    Some(c) => self.nested_content(&at.key("content"), c, Place::DocumentContent),
                     None => self.fail(&at.key("content"), "field required"),
                 },
                 Some("url") => {
@@ -1337,6 +1310,11 @@ fn char_len_in(s: &str, min: usize, max: usize) -> bool {
     let n = s.chars().take(max + 1).count();
     n >= min && n <= max
 }
+
+/// An id check and the reason given when it fails.
+type IdRule = (fn(&str) -> bool, &'static str);
+const TOOL_ID: IdRule = (is_tool_id, "must match ^[a-zA-Z0-9_-]+$");
+const SERVER_TOOL_ID: IdRule = (is_server_tool_id, "must match ^srvtoolu_[a-zA-Z0-9_]+$");
 
 /// `^[a-zA-Z0-9_-]+$`
 fn is_tool_id(s: &str) -> bool {
