@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one test command. Installs what the SDK suites need when it is missing or stale (a Python
-# venv in .venv, the TypeScript SDK in tests/sdk/ts/node_modules), then runs the whole Rust
-# suite, which also drives the official SDK suites against an in-process gateway.
+# The one test command. Installs what the client suites need when it is missing or stale (a
+# Python venv in .venv, the TypeScript SDK in tests/sdk/ts/node_modules, the Vercel AI SDK in
+# tests/sdk/ai/node_modules), then runs the whole Rust suite, which also drives the three client
+# suites against an in-process gateway.
 # Needs: a Rust toolchain, python3 (with venv), node and npm. cargo-nextest is used when present.
 set -euo pipefail
 
@@ -28,18 +29,20 @@ else
     echo "Python SDK suite: .venv is up to date"
 fi
 
-# TypeScript: npm ci (exactly package-lock.json) only when node_modules is missing or stale.
-ts=tests/sdk/ts
-ts_stamp=$ts/node_modules/.package-lock.sha256
-if [[ "$(cat "$ts_stamp" 2>/dev/null)" != "$(digest "$ts/package-lock.json")" ]]; then
-    step "npm ci in $ts"
-    (cd "$ts" && npm ci --no-audit --no-fund)
-    digest "$ts/package-lock.json" >"$ts_stamp"
-else
-    echo "TypeScript SDK suite: node_modules is up to date"
-fi
+# TypeScript and the Vercel AI SDK: npm ci (exactly package-lock.json) only when node_modules is
+# missing or stale.
+for js in tests/sdk/ts tests/sdk/ai; do
+    js_stamp=$js/node_modules/.package-lock.sha256
+    if [[ "$(cat "$js_stamp" 2>/dev/null)" != "$(digest "$js/package-lock.json")" ]]; then
+        step "npm ci in $js"
+        (cd "$js" && npm ci --no-audit --no-fund)
+        digest "$js/package-lock.json" >"$js_stamp"
+    else
+        echo "$js: node_modules is up to date"
+    fi
+done
 
-# Rust: every test, including tests/it/sdk.rs, which runs both SDK suites.
+# Rust: every test, including tests/it/sdk.rs, which runs the three client suites.
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run --locked --no-fail-fast"
     cargo nextest run --locked --no-fail-fast

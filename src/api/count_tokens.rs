@@ -14,7 +14,7 @@ use crate::config::ProviderKind;
 use crate::error::GatewayError;
 use crate::observability::{self, Endpoint, RequestRecord};
 use crate::protocol::token_estimate;
-use crate::providers::{CountCall, CountTokens, FailureClass};
+use crate::providers::{ClientHeaders, CountCall, CountTokens, FailureClass};
 use crate::ratelimit::{AdmitRequest, LimitHeaders};
 use crate::routing::{Deployment, Model, RoutingPrefs};
 use crate::session::debug::AttemptRecord;
@@ -123,6 +123,10 @@ async fn count(
             anthropic_version: version.as_str(),
             anthropic_beta: anthropic_beta(req.headers()),
             beta_query: beta_query(req),
+            client_headers: ClientHeaders::collect(
+                req.headers(),
+                std::slice::from_ref(&d.provider),
+            ),
         };
         let started = Instant::now();
         let reply = workers.providers[d.provider_index]

@@ -19,6 +19,7 @@ use crate::observability::{self, Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::{validate, validate_count_tokens, ApiVersion};
+use crate::providers::ClientHeaders;
 use crate::routing::{self, Model, NoCandidate, RoutingPrefs};
 use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit, ToolsInit};
@@ -280,6 +281,7 @@ async fn admit(
         version,
         anthropic_beta: anthropic_beta(req.headers()),
         beta_query: beta_query(req),
+        client_headers: ClientHeaders::collect(req.headers(), &state.providers),
         strictness,
         strictness_plan: Arc::new(plan),
         session_id,

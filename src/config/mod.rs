@@ -22,8 +22,8 @@ pub use auth::{AuthConfig, KeyConfig};
 pub use models::{DeploymentConfig, ModelConfig, Price};
 pub use observability::{LogFormat, ObservabilityConfig, RequestLogConfig};
 pub use providers::{
-    CacheControlMode, CapabilityOverrides, MockToolMode, ProviderConfig, ProviderKind,
-    StreamToolCalls,
+    forward_refusal, CacheControlMode, CapabilityOverrides, MockToolMode, ProviderConfig,
+    ProviderKind, StreamToolCalls,
 };
 pub use resilience::{CircuitBreakerConfig, RetryConfig, TimeoutsConfig};
 pub use server::{DefaultsConfig, LimitsConfig, ServerConfig, StreamConfig};
@@ -291,6 +291,24 @@ impl Config {
                         format!("providers[{i}].headers.{name}"),
                         "is set by the gateway",
                     ));
+                }
+            }
+            // A header that cannot be forwarded is a config error, not a silent drop: the
+            // operator who listed it expects it upstream.
+            if p.kind == ProviderKind::Mock && !p.forward_headers.is_empty() {
+                return Err(ConfigError::new(
+                    at("forward_headers"),
+                    "the mock provider has no upstream",
+                ));
+            }
+            for (j, name) in p.forward_headers.iter_mut().enumerate() {
+                let at = format!("providers[{i}].forward_headers[{j}]");
+                name.make_ascii_lowercase();
+                if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ConfigError::new(at, "not a valid header name"));
+                }
+                if let Some(why) = forward_refusal(name) {
+                    return Err(ConfigError::new(at, format!("\"{name}\" {why}")));
                 }
             }
             if let Some(r) = &p.capabilities.reasoning {
@@ -775,6 +793,55 @@ mod tests {
         }
         let ok = format!("{MINIMAL}\n[tools.web_fetch]\nmax_redirects = 0\n");
         Config::from_toml_with_env(&ok, &no_env).unwrap();
+    }
+
+    #[test]
+    fn forward_headers_are_lower_cased_and_never_secrets_or_hop_by_hop() {
+        let with = |list: &str| {
+            format!(
+                "{MINIMAL}\n[[providers]]\nname = \"a\"\nkind = \"anthropic\"\nforward_headers = {list}\n"
+            )
+        };
+        let c = Config::from_toml_with_env(
+            &with(r#"["X-App", "x-claude-code-session-id", "User-Agent"]"#),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.providers[1].forward_headers,
+            ["x-app", "x-claude-code-session-id", "user-agent"]
+        );
+        assert!(c.providers[0].forward_headers.is_empty());
+        for (name, why) in [
+            ("Authorization", "credentials"),
+            ("x-api-key", "credentials"),
+            ("proxy-authorization", "credentials"),
+            ("Cookie", "credentials"),
+            ("connection", "hop-by-hop"),
+            ("keep-alive", "hop-by-hop"),
+            ("te", "hop-by-hop"),
+            ("trailer", "hop-by-hop"),
+            ("transfer-encoding", "hop-by-hop"),
+            ("upgrade", "hop-by-hop"),
+            ("proxy-connection", "hop-by-hop"),
+            ("host", "set by the gateway"),
+            ("content-length", "set by the gateway"),
+            ("anthropic-version", "set by the gateway"),
+            ("x-aistats-strictness", "gateway's own"),
+            ("X-Gateway-Debug", "gateway's own"),
+            ("bad name", "not a valid header name"),
+        ] {
+            let list = format!("[\"x-app\", \"{name}\"]");
+            let e = Config::from_toml_with_env(&with(&list), &no_env).unwrap_err();
+            assert_eq!(e.path, "providers[1].forward_headers[1]", "{name}: {e}");
+            assert!(e.reason.contains(why), "{name}: {e}");
+        }
+        let mock = MINIMAL.replace(
+            "kind = \"mock\"",
+            "kind = \"mock\"\nforward_headers = [\"x-app\"]",
+        );
+        let e = Config::from_toml_with_env(&mock, &no_env).unwrap_err();
+        assert_eq!(e.path, "providers[0].forward_headers");
     }
 
     #[test]

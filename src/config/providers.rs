@@ -59,6 +59,10 @@ pub struct ProviderConfig {
     /// Static headers added to every upstream request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Client request headers copied to this provider's upstream requests. Names are
+    /// case-insensitive (lower-cased at load); `user-agent` gets the gateway's own appended.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
     /// Anthropic server tools this provider executes itself (`web_search`, `web_fetch`).
     #[serde(default)]
     pub native_tools: Vec<String>,
@@ -81,6 +85,28 @@ pub struct ProviderConfig {
     pub chunk_chars: usize,
     #[serde(default)]
     pub chunk_delay_ms: u64,
+}
+
+/// Why a client header must never be copied upstream (`forward_headers`), or `None` when it
+/// may be. `lower` is the lower-cased name.
+pub fn forward_refusal(lower: &str) -> Option<&'static str> {
+    match lower {
+        "authorization" | "proxy-authorization" | "x-api-key" | "cookie" => {
+            Some("carries the client's credentials and is never forwarded")
+        }
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade" => {
+            Some("is a hop-by-hop header and is never forwarded")
+        }
+        n if n.starts_with("proxy-") => Some("is a hop-by-hop header and is never forwarded"),
+        "host" | "content-length" | "content-type" | "content-encoding" | "accept"
+        | "accept-encoding" | "anthropic-version" | "anthropic-beta" => {
+            Some("is set by the gateway itself")
+        }
+        n if n.starts_with("x-aistats-") || n.starts_with("x-gateway-") => {
+            Some("is one of the gateway's own headers and is never forwarded")
+        }
+        _ => None,
+    }
 }
 
 fn default_chunk_chars() -> usize {

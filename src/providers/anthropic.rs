@@ -10,8 +10,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    accepted, report_sent, send_checked, Call, CountCall, Provider, ProviderEvent, UpstreamError,
-    UpstreamMessage,
+    accepted, identity, report_sent, send_checked, Call, ClientHeaders, CountCall, Provider,
+    ProviderEvent, UpstreamError, UpstreamMessage,
 };
 use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary};
 use crate::protocol::sse::{SseEvent, SseParser};
@@ -52,7 +52,8 @@ pub async fn run(
 
 type Response = awc::ClientResponse;
 
-/// `POST {base_url}{path}` with the provider's key, version, betas and static headers.
+/// `POST {base_url}{path}` with the provider's key, version, betas, the client headers it
+/// forwards and its static headers.
 fn post(
     client: &awc::Client,
     provider: &Provider,
@@ -60,6 +61,7 @@ fn post(
     beta_query: bool,
     anthropic_version: &str,
     anthropic_beta: Option<&str>,
+    client_headers: &ClientHeaders,
 ) -> awc::ClientRequest {
     let base = provider.config.base_url.as_deref().unwrap_or_default();
     let query = if beta_query { "?beta=true" } else { "" };
@@ -77,6 +79,7 @@ fn post(
     if !betas.is_empty() {
         req = req.insert_header(("anthropic-beta", betas.join(",")));
     }
+    req = identity::forward(req, &provider.config, client_headers);
     for (k, v) in &provider.config.headers {
         req = req.insert_header((k.as_str(), v.as_str()));
     }
@@ -97,6 +100,7 @@ pub async fn count_tokens(
         call.beta_query,
         call.anthropic_version,
         call.anthropic_beta.as_deref(),
+        &call.client_headers,
     )
     .timeout(timeout);
     let mut res = send_checked(req, call.body, &provider, false, true).await?;
@@ -129,6 +133,7 @@ async fn send(
         call.beta_query,
         call.anthropic_version,
         call.anthropic_beta.as_deref(),
+        &call.client_headers,
     );
     if call.stream {
         req = req.insert_header(("accept", "text/event-stream"));

@@ -102,7 +102,7 @@ impl MockPlan {
     pub fn content(&self) -> Vec<Value> {
         let mut content = Vec::new();
         if let Some(t) = &self.text {
-            content.push(json!({"type": "text", "text": t, "citations": null}));
+            content.push(json!({"type": "text", "text": t}));
         }
         if let Some((id, name, input)) = &self.tool_call {
             content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));

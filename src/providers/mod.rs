@@ -7,6 +7,7 @@
 //! abandoned attempt) the task is dropped at once, and with it the upstream connection.
 
 pub mod anthropic;
+pub mod identity;
 pub mod mock;
 pub mod openai;
 
@@ -21,6 +22,7 @@ use crate::config::{ProviderConfig, ProviderKind, Secret, StreamConfig, Timeouts
 use crate::protocol::anthropic::{Frame, Usage};
 use crate::protocol::capabilities::Warning;
 use crate::protocol::request::MessagesRequest;
+pub use identity::ClientHeaders;
 
 /// A provider as the runtime sees it: its config and its key.
 #[derive(Debug)]
@@ -71,6 +73,8 @@ pub struct Call {
     pub drops: Arc<[Warning]>,
     /// `prompt_cache_key` for OpenAI-compatible upstreams (gateway.md §4).
     pub prompt_cache_key: Option<Arc<str>>,
+    /// The client's headers that providers may forward (`forward_headers`).
+    pub client_headers: ClientHeaders,
 }
 
 /// How an upstream failure is handled (gateway.md §7.3).
@@ -244,6 +248,7 @@ pub struct CountCall {
     pub anthropic_version: &'static str,
     pub anthropic_beta: Option<String>,
     pub beta_query: bool,
+    pub client_headers: ClientHeaders,
 }
 
 /// Asks the provider to count a request's input tokens (Anthropic kind only); the reply is the
@@ -357,7 +362,7 @@ fn spawn_attempt<F: std::future::Future<Output = ()> + 'static>(
 }
 
 /// The per-worker HTTP client: no overall timeout (the session enforces the gateway's own),
-/// unlimited pool, no default headers, rustls with the webpki roots.
+/// unlimited pool, no default headers but our `User-Agent`, rustls with the webpki roots.
 pub fn http_client(timeouts: &TimeoutsConfig) -> awc::Client {
     let connector = awc::Connector::new()
         .timeout(timeouts.connect())
@@ -371,6 +376,7 @@ pub fn http_client(timeouts: &TimeoutsConfig) -> awc::Client {
         // An upstream that redirects is answered as it is, never followed behind our back.
         .disable_redirects()
         .no_default_headers()
+        .add_default_header((actix_web::http::header::USER_AGENT, identity::USER_AGENT))
         .finish()
 }
 

@@ -123,6 +123,7 @@ async fn send(
     if let Some(key) = &provider.api_key {
         req = req.insert_header(("authorization", format!("Bearer {}", key.expose())));
     }
+    req = super::identity::forward(req, &provider.config, &call.client_headers);
     for (k, v) in &provider.config.headers {
         req = req.insert_header((k.as_str(), v.as_str()));
     }

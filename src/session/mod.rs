@@ -40,7 +40,7 @@ use crate::protocol::anthropic::{
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::ApiVersion;
 use crate::providers::{
-    Call, Dispatch, FailureClass, ProviderEvent, UpstreamError, UpstreamMessage,
+    Call, ClientHeaders, Dispatch, FailureClass, ProviderEvent, UpstreamError, UpstreamMessage,
 };
 use crate::ratelimit::{Admit, ConcurrencyPermit, Debit};
 use crate::routing::breaker::Admission;
@@ -67,6 +67,8 @@ pub struct SessionInit {
     pub version: ApiVersion,
     pub anthropic_beta: Option<String>,
     pub beta_query: bool,
+    /// The client headers providers may forward (`forward_headers`).
+    pub client_headers: ClientHeaders,
     pub strictness: Strictness,
     /// Candidates and per-deployment drops under that strictness (gateway.md §3).
     pub strictness_plan: Arc<StrictnessPlan>,
@@ -349,6 +351,7 @@ impl SessionActor {
                 .is_some_and(|d| d.flags.upstream_response),
             drops: self.init.strictness_plan.drops_for(&deployment),
             prompt_cache_key: self.init.strictness_plan.prompt_cache_key.clone(),
+            client_headers: self.init.client_headers.clone(),
         };
         // The warnings are those of the deployment that answers.
         self.headers.retain(|(k, _)| *k != WARNINGS_HEADER);

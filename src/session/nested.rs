@@ -89,6 +89,8 @@ async fn complete(
             capture_response: false,
             drops: Arc::from(Vec::new()),
             prompt_cache_key: None,
+            // The advisor's own call is the gateway's, not the client's.
+            client_headers: Default::default(),
         };
         let (tx, mut rx) = mpsc::channel(8);
         workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });

@@ -16,7 +16,7 @@ async fn non_stream_reply_has_every_field() {
     assert_eq!(v["model"], "mock-alias");
     assert_eq!(
         v["content"],
-        json!([{"type":"text","text":"mock reply: Hello there","citations":null}])
+        json!([{"type":"text","text":"mock reply: Hello there"}])
     );
     assert_eq!(v["stop_reason"], "end_turn");
     assert_eq!(v["stop_sequence"], serde_json::Value::Null);

@@ -70,7 +70,7 @@ async fn pitfall_15_openai_upstreams_serve_v1_messages() {
     assert_eq!(
         v,
         json!({"id":"msg_x","type":"message","role":"assistant","model":"oai-text",
-            "content":[{"type":"text","text":"Hello from upstream","citations":null}],"stop_reason":"end_turn","stop_sequence":null,
+            "content":[{"type":"text","text":"Hello from upstream"}],"stop_reason":"end_turn","stop_sequence":null,
             "usage":{"input_tokens":21,"output_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,
                      "cache_creation":null,"server_tool_use":null,"service_tier":null}})
     );
@@ -330,7 +330,7 @@ async fn reasoning_becomes_a_thinking_block_first() {
         .json();
     assert_eq!(
         v["content"],
-        json!([{"type":"thinking","thinking":"Thinking.","signature":""},{"type":"text","text":"Done","citations":null}])
+        json!([{"type":"thinking","thinking":"Thinking.","signature":""},{"type":"text","text":"Done"}])
     );
     let events = post(&s.gw.url, &request("oai-reasoning", true))
         .await

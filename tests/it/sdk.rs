@@ -1,9 +1,11 @@
-//! The official Anthropic SDKs are the judges of conformance: their own test suites
-//! (`tests/sdk/python`, `tests/sdk/ts`) run unchanged against the gateway, once per target.
+//! The clients people use are the judges of conformance: suites for the official Anthropic SDKs
+//! (`tests/sdk/python`, `tests/sdk/ts`) and the Vercel AI SDK (`tests/sdk/ai`) run unchanged
+//! against the gateway, once per target. The TypeScript and AI SDK suites also walk every JSON
+//! body and SSE event they receive for `null` where the API omits a field (`tests/sdk/shape.mjs`).
 //!
 //! The gateway and its upstreams run inside this test's actix system on 127.0.0.1:0; the SDK
 //! suites are child processes awaited through `tokio::process`, so the system thread keeps
-//! serving them. `./scripts/test.sh` installs both SDKs; without them these tests fail.
+//! serving them. `./scripts/test.sh` installs the SDKs; without them these tests fail.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -35,6 +37,10 @@ struct Target {
     /// Calls every gateway tool offered in one turn, then answers with text. (The mock provider
     /// calls only the first tool offered, so its target uses the scripted upstream here.)
     tool_loop_all: &'static str,
+    /// Calls the first client tool offered, then answers with text naming its result.
+    client_loop: &'static str,
+    /// Calls the `web_search` tool once (run by the gateway), then answers with text.
+    search: &'static str,
     /// `count_tokens` on `text` reaches an Anthropic upstream (else: the local estimate).
     native_count: bool,
 }
@@ -43,7 +49,16 @@ const TARGETS: [Target; 3] = [
     // The scripted Anthropic upstream (`by_model` in common/upstream.rs) behind passthrough.
     Target {
         name: "anthropic",
-        config: "", // base_config routes `up-<name>` to the scripted upstream model `<name>`.
+        // base_config routes `up-<name>` to the scripted upstream model `<name>`.
+        config: r#"
+[[models]]
+id = "sdk-up-client-loop"
+deployments = [{ provider = "up", model = "loop-client" }]
+
+[[models]]
+id = "sdk-up-search"
+deployments = [{ provider = "up", model = "loop-web_search" }]
+"#,
         text: "up-text",
         tool: "up-tool",
         error_500: "up-error-500",
@@ -51,6 +66,8 @@ const TARGETS: [Target; 3] = [
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
         tool_loop: "up-loop-datetime",
         tool_loop_all: "up-loop",
+        client_loop: "sdk-up-client-loop",
+        search: "sdk-up-search",
         native_count: true,
     },
     // The built-in mock provider, in 3-char chunks so the tool JSON splits inside keys and
@@ -89,6 +106,9 @@ deployments = [{ provider = "sdk-mock", model = "error-midstream" }]
         // `tool_mode = "auto"` calls the first tool offered: the gateway's.
         tool_loop: "sdk-mock-text",
         tool_loop_all: "up-loop",
+        // Offered only the client tool or only web_search, the mock calls it.
+        client_loop: "sdk-mock-text",
+        search: "sdk-mock-text",
         native_count: false,
     },
     // An OpenAI-compatible upstream (`by_model` in common/openai_upstream.rs), translated both
@@ -125,6 +145,14 @@ deployments = [{ provider = "sdk-openai", model = "loop-datetime" }]
 [[models]]
 id = "sdk-oai-loop-all"
 deployments = [{ provider = "sdk-openai", model = "loop" }]
+
+[[models]]
+id = "sdk-oai-client-loop"
+deployments = [{ provider = "sdk-openai", model = "loop-client" }]
+
+[[models]]
+id = "sdk-oai-search"
+deployments = [{ provider = "sdk-openai", model = "loop-web_search" }]
 "#,
         text: "sdk-oai-text",
         tool: "sdk-oai-tool",
@@ -133,6 +161,8 @@ deployments = [{ provider = "sdk-openai", model = "loop" }]
         expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
         tool_loop: "sdk-oai-loop",
         tool_loop_all: "sdk-oai-loop-all",
+        client_loop: "sdk-oai-client-loop",
+        search: "sdk-oai-search",
         native_count: false,
     },
 ];
@@ -173,6 +203,8 @@ fn sdk_config(upstream: &str, openai: &str, services: &str) -> aigw::Config {
 enum Sdk {
     Python,
     TypeScript,
+    /// The Vercel AI SDK: `ai` + `@ai-sdk/anthropic`.
+    AiSdk,
 }
 
 impl Sdk {
@@ -192,6 +224,14 @@ impl Sdk {
                 cmd.args(["--test", "tests/sdk/ts/sdk.test.mjs"]);
                 (
                     root.join("tests/sdk/ts/node_modules/@anthropic-ai/sdk/package.json"),
+                    cmd,
+                )
+            }
+            Sdk::AiSdk => {
+                let mut cmd = tokio::process::Command::new("node");
+                cmd.args(["--test", "tests/sdk/ai/ai.test.mjs"]);
+                (
+                    root.join("tests/sdk/ai/node_modules/@ai-sdk/anthropic/package.json"),
                     cmd,
                 )
             }
@@ -270,6 +310,8 @@ async fn run_target(
         .env("EXPECT_TOOL_INPUT", target.expect_tool_input)
         .env("MODEL_LOOP", target.tool_loop)
         .env("MODEL_LOOP_ALL", target.tool_loop_all)
+        .env("MODEL_CLIENT_LOOP", target.client_loop)
+        .env("MODEL_SEARCH", target.search)
         .env("FETCH_URL", format!("{services}/page"))
         .env("MISSING_URL", format!("{services}/missing"))
         .env("MODEL_IDS", model_ids)
@@ -309,4 +351,9 @@ async fn python_sdk_suite() {
 #[actix_web::test]
 async fn typescript_sdk_suite() {
     run_suite(Sdk::TypeScript).await;
+}
+
+#[actix_web::test]
+async fn ai_sdk_suite() {
+    run_suite(Sdk::AiSdk).await;
 }

@@ -69,12 +69,12 @@ pub fn translate_response(
     }
     if let Some(text) = msg.content.get() {
         output_chars += text.len();
-        content.push(json!({"type": "text", "text": text, "citations": null}));
+        content.push(json!({"type": "text", "text": text}));
     }
     let refusal = msg.refusal.get();
     if let Some(text) = refusal {
         output_chars += text.len();
-        content.push(json!({"type": "text", "text": text, "citations": null}));
+        content.push(json!({"type": "text", "text": text}));
     }
     for (i, call) in msg.tool_calls.iter().enumerate() {
         let args = call.function.arguments.0.as_deref().unwrap_or("");
@@ -208,7 +208,7 @@ mod tests {
                 name: "text",
                 message: json!({"role":"assistant","content":"Hello"}),
                 finish: "stop",
-                content: json!([{"type":"text","text":"Hello","citations":null}]),
+                content: json!([{"type":"text","text":"Hello"}]),
                 stop: "end_turn",
             },
             Case {
@@ -231,7 +231,7 @@ mod tests {
                     "tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Lyon\"}"}}]}),
                 finish: "tool_calls",
                 content: json!([{"type":"thinking","thinking":"plan","signature":""},
-                    {"type":"text","text":"Let me check.","citations":null},
+                    {"type":"text","text":"Let me check."},
                     {"type":"tool_use","id":"call_1","name":"get_weather","input":{"city":"Lyon"}}]),
                 stop: "tool_use",
             },
@@ -239,7 +239,7 @@ mod tests {
                 name: "reasoning under its other name",
                 message: json!({"role":"assistant","content":"A","reasoning":"r"}),
                 finish: "stop",
-                content: json!([{"type":"thinking","thinking":"r","signature":""},{"type":"text","text":"A","citations":null}]),
+                content: json!([{"type":"thinking","thinking":"r","signature":""},{"type":"text","text":"A"}]),
                 stop: "end_turn",
             },
             Case {
@@ -269,21 +269,21 @@ mod tests {
                 name: "refusal",
                 message: json!({"role":"assistant","content":null,"refusal":"I can't help with that."}),
                 finish: "stop",
-                content: json!([{"type":"text","text":"I can't help with that.","citations":null}]),
+                content: json!([{"type":"text","text":"I can't help with that."}]),
                 stop: "refusal",
             },
             Case {
                 name: "content filter",
                 message: json!({"role":"assistant","content":"partial"}),
                 finish: "content_filter",
-                content: json!([{"type":"text","text":"partial","citations":null}]),
+                content: json!([{"type":"text","text":"partial"}]),
                 stop: "refusal",
             },
             Case {
                 name: "content as text parts",
                 message: json!({"role":"assistant","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}),
                 finish: "stop",
-                content: json!([{"type":"text","text":"ab","citations":null}]),
+                content: json!([{"type":"text","text":"ab"}]),
                 stop: "end_turn",
             },
         ];
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(
             body(&t),
             json!({"id":"msg_test","type":"message","role":"assistant","model":"client-model",
-                "content":[{"type":"text","text":"Hi","citations":null}],"stop_reason":"end_turn","stop_sequence":null,
+                "content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","stop_sequence":null,
                 "usage":{"input_tokens":176,"output_tokens":80,"cache_creation_input_tokens":0,"cache_read_input_tokens":1024,
                          "cache_creation":null,"server_tool_use":null,"service_tier":null}})
         );

@@ -398,14 +398,14 @@ pub fn tool_stream(model: &str, name: &str, fragments: &[&str]) -> Vec<String> {
 
 pub fn text_message(model: &str, text: &str) -> Value {
     json!({"id":"msg_01UpstreamJson","type":"message","role":"assistant","model":model,
-        "content":[{"type":"text","text":text,"citations":null}],"stop_reason":"end_turn","stop_sequence":null,
+        "content":[{"type":"text","text":text}],"stop_reason":"end_turn","stop_sequence":null,
         "usage":{"input_tokens":21,"output_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,
                  "cache_creation":null,"server_tool_use":null,"service_tier":"standard"}})
 }
 
 pub fn tool_message(model: &str, name: &str, input: Value) -> Value {
     json!({"id":"msg_01UpstreamToolJson","type":"message","role":"assistant","model":model,
-        "content":[{"type":"text","text":"Checking.","citations":null},{"type":"tool_use","id":"toolu_01UpstreamCall","name":name,"input":input}],
+        "content":[{"type":"text","text":"Checking."},{"type":"tool_use","id":"toolu_01UpstreamCall","name":name,"input":input}],
         "stop_reason":"tool_use","stop_sequence":null,
         "usage":{"input_tokens":312,"output_tokens":38,"cache_creation_input_tokens":0,"cache_read_input_tokens":256,
                  "cache_creation":null,"server_tool_use":null,"service_tier":"standard"}})

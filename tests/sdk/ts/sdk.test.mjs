@@ -23,6 +23,8 @@ import Anthropic, {
   RateLimitError,
 } from '@anthropic-ai/sdk';
 
+import { assertShapes, shapeFetch } from '../shape.mjs';
+
 function env(name) {
   const value = process.env[name];
   assert.ok(value, `environment variable ${name} is not set`);
@@ -105,7 +107,7 @@ function client(options = {}) {
     timeout: 30_000,
     fetch: (url, init) => {
       sent.push(new Headers(init?.headers));
-      return fetch(url, init);
+      return shapeFetch(url, init);
     },
     ...options,
   });
@@ -477,4 +479,8 @@ test('count_tokens', async () => {
     client().messages.countTokens({ model: 'no-such-model', messages: HELLO }),
     NotFoundError,
   );
+});
+
+test('shapes: no null where the API omits the field, in every response above', async () => {
+  await assertShapes();
 });
