@@ -16,3 +16,4 @@ mod routing;
 mod sdk;
 mod tool_loop;
 mod tools;
+mod upstream_identity;
