@@ -14,6 +14,7 @@ mod passthrough;
 mod resilience;
 mod routing;
 mod sdk;
+mod shapes;
 mod tool_loop;
 mod tools;
 mod upstream_identity;
