@@ -100,7 +100,7 @@ mod tests {
             &[a.clone(), b.clone()],
         );
         // Only names some provider lists are kept, never the key.
-        assert_eq!(format!("{client:?}").contains("sk-secret"), false);
+        assert!(!format!("{client:?}").contains("sk-secret"));
         assert_eq!(client.0.len(), 3);
 
         let http = awc::Client::builder()

@@ -204,7 +204,7 @@ enum Sdk {
     Python,
     TypeScript,
     /// The Vercel AI SDK: `ai` + `@ai-sdk/anthropic`.
-    AiSdk,
+    VercelAi,
 }
 
 impl Sdk {
@@ -227,7 +227,7 @@ impl Sdk {
                     cmd,
                 )
             }
-            Sdk::AiSdk => {
+            Sdk::VercelAi => {
                 let mut cmd = tokio::process::Command::new("node");
                 cmd.args(["--test", "tests/sdk/ai/ai.test.mjs"]);
                 (
@@ -355,5 +355,5 @@ async fn typescript_sdk_suite() {
 
 #[actix_web::test]
 async fn ai_sdk_suite() {
-    run_suite(Sdk::AiSdk).await;
+    run_suite(Sdk::VercelAi).await;
 }

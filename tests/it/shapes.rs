@@ -70,7 +70,7 @@ fn violations(v: &Value, at: &str, out: &mut Vec<String>) {
                 }
                 if k == "citations"
                     && map.get("type").and_then(Value::as_str) == Some("text")
-                    && !item.as_array().is_some_and(|a| !a.is_empty())
+                    && item.as_array().is_none_or(|a| a.is_empty())
                 {
                     out.push(format!("{here} must be a non-empty array or absent"));
                 }
