@@ -12,7 +12,7 @@
 //!
 //! | What the gateway writes | Where | Verdict |
 //! |---|---|---|
-//! | text block `citations` | `protocol/translate/response.rs`, `providers/mock.rs` | was `null`: now omitted (fixed; AI SDK: `array().optional()`) |
+//! | text block `citations` | `protocol/translate/response.rs`, `providers/mock.rs` | was `null`: now omitted, as the API does (fixed). TS SDK type `Array<TextCitation> \| null`, Python `Optional[...] = None`: both read an absent field; the AI SDK's `array().optional()` rejects `null` |
 //! | text block in passthrough | upstream bytes, unchanged | as the upstream sent it (the scripted upstream no longer sends `null`, as the API does not) |
 //! | accumulated text block with `citations_delta` | `protocol/accumulate.rs` | array only when a citation arrived: ok |
 //! | `thinking` (`signature: ""` when translated), `tool_use` (`id`, `name`, `input`) | `translate/response.rs`, `mock.rs` | required fields present: ok |
