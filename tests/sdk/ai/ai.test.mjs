@@ -2,7 +2,8 @@
 // URL: the provider validates every response and stream event with strict schemas, so a shape
 // the real API never sends (`"citations": null`) fails the whole call (issue 16).
 //
-// Run by `tests/it/sdk.rs` once per target, which sets (environment only):
+// Run by `tests/it/sdk.rs` once per target (`cargo nextest run --test it sdk::ai_sdk_suite`),
+// which sets (environment only):
 //   GATEWAY_URL, GATEWAY_KEY, MODEL_TEXT (a plain text reply), MODEL_CLIENT_LOOP (calls the first
 //   client tool offered, then answers with text naming its result), MODEL_SEARCH (runs the
 //   `web_search` tool once, then answers with text).
@@ -166,6 +167,25 @@ test('errors: unknown model → APICallError 404', async () => {
     return;
   }
   assert.fail('expected APICallError, but the call succeeded');
+});
+
+test('errors: unknown model while streaming → APICallError 404 as an error part', async () => {
+  let reported;
+  const result = streamText({
+    ...CALL,
+    model: anthropic('no-such-model'),
+    prompt: 'Hello there',
+    onError: ({ error }) => {
+      reported = error;
+    },
+  });
+  const errors = [];
+  for await (const part of result.fullStream) if (part.type === 'error') errors.push(part.error);
+  assert.equal(errors.length, 1);
+  for (const err of [errors[0], reported]) {
+    assert.ok(APICallError.isInstance(err), `expected APICallError, got ${err?.constructor?.name}: ${err}`);
+    assert.equal(err.statusCode, 404);
+  }
 });
 
 test('shapes: no null where the API omits the field, in every response above', async () => {
