@@ -21,6 +21,8 @@ import re
 import anthropic
 import pytest
 
+from shape import assert_shapes, shape_client
+
 URL = os.environ["GATEWAY_URL"]
 KEY = os.environ["GATEWAY_KEY"]
 LIMITED_KEY = os.environ["GATEWAY_LIMITED_KEY"]
@@ -89,7 +91,7 @@ WEATHER_TOOL = {
 
 
 def client(**kwargs) -> anthropic.Anthropic:
-    options = {"api_key": KEY, "max_retries": 0, "timeout": 30.0}
+    options = {"api_key": KEY, "max_retries": 0, "timeout": 30.0, "http_client": shape_client()}
     options.update(kwargs)
     return anthropic.Anthropic(base_url=URL, **options)
 
@@ -422,3 +424,8 @@ def test_count_tokens():
     assert_request_id(raw.headers["request-id"])
     with pytest.raises(anthropic.NotFoundError):
         client().messages.count_tokens(model="no-such-model", messages=HELLO)
+
+
+def test_zz_shapes_no_null_where_the_api_omits_the_field():
+    """Last in the file: every response the tests above received was walked (shape.py)."""
+    assert_shapes()
