@@ -1,7 +1,8 @@
 //! The clients people use are the judges of conformance: suites for the official Anthropic SDKs
 //! (`tests/sdk/python`, `tests/sdk/ts`) and the Vercel AI SDK (`tests/sdk/ai`) run unchanged
-//! against the gateway, once per target. The TypeScript and AI SDK suites also walk every JSON
-//! body and SSE event they receive for `null` where the API omits a field (`tests/sdk/shape.mjs`).
+//! against the gateway, once per target. Each suite also walks every JSON body and SSE event it
+//! receives for `null` where the API omits a field (`tests/sdk/shape.mjs`,
+//! `tests/sdk/python/shape.py`).
 //!
 //! The gateway and its upstreams run inside this test's actix system on 127.0.0.1:0; the SDK
 //! suites are child processes awaited through `tokio::process`, so the system thread keeps

@@ -1,7 +1,7 @@
 //! Shape fidelity (issue 16): what the gateway builds itself has the API's shapes, with `null`
 //! only where the API sends `null`, never for a field the API omits (`citations` on text blocks:
 //! the Vercel AI SDK rejects a whole response over `"citations": null`). The client suites walk
-//! every response they get the same way (`tests/sdk/shape.mjs`); this test covers, on every
+//! every response they get the same way (`tests/sdk/shape.mjs`, `tests/sdk/python/shape.py`); this test covers, on every
 //! target, what they do not reach: `pause_turn` and its continuation, every gateway tool's
 //! blocks in one loop, the native `web_search_20250305` declaration run by the gateway, and the
 //! error envelopes and in-stream error events.
