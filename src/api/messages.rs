@@ -18,7 +18,7 @@ use crate::observability::record::{redact_body, user_id};
 use crate::observability::{self, Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
 use crate::protocol::request::MessagesRequest;
-use crate::protocol::validate::{validate, validate_count_tokens, ApiVersion};
+use crate::protocol::validate::{session_id, validate, validate_count_tokens, ApiVersion};
 use crate::routing::{self, Model, NoCandidate, RoutingPrefs};
 use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit, ToolsInit};
@@ -126,6 +126,9 @@ pub(super) async fn check(
     state: &AppState,
     record: &mut RequestRecord,
 ) -> Result<Checked, GatewayError> {
+    // Known before any check can refuse, so refused rows still group with their session.
+    record.session_id = header_str(req.headers(), &header::SESSION_ID)
+        .or_else(|| header_str(req.headers(), &header::CLAUDE_CODE_SESSION_ID));
     let limit = state.config.server.max_body_bytes;
     let declared = req
         .headers()
@@ -147,6 +150,10 @@ pub(super) async fn check(
         record.request_body = Some(redact_body(&body, &secrets));
     }
     let fields = parse_fields(&body).map_err(|e| GatewayError::invalid(e.0))?;
+    // The body wins over the headers (gateway.md §4), as soon as its field is a valid id.
+    if let Some(id) = session_id(&fields) {
+        record.session_id = Some(id);
+    }
     let version = anthropic_version(req.headers(), &state.config.defaults.anthropic_version)?;
     let strictness = strictness(req.headers(), state.config.defaults.strictness)?;
     let request = match record.endpoint {
@@ -183,12 +190,7 @@ pub(super) async fn check(
         ));
     }
     let prefs = routing_prefs(&request, state)?;
-    let session_id = request
-        .field("session_id")
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-        .or_else(|| header_str(req.headers(), &header::SESSION_ID))
-        .or_else(|| header_str(req.headers(), &header::CLAUDE_CODE_SESSION_ID));
-    record.session_id = session_id.clone();
+    let session_id = record.session_id.clone();
     Ok(Checked {
         key,
         request,

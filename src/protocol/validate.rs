@@ -738,7 +738,7 @@ impl Checker {
     fn extensions(&mut self, fields: &RawFields) {
         match self.parse_opt(fields, "session_id") {
             None => {}
-            Some(Value::String(s)) if !char_len_in(&s, 1, 256) => {
+            Some(Value::String(s)) if !is_session_id(&s) => {
                 self.fail(&At::root("session_id"), "must be 1..256 characters");
             }
             Some(Value::String(_)) => {}
@@ -1289,6 +1289,20 @@ impl Checker {
             None => {}
         }
     }
+}
+
+/// The body's `session_id` when it is a valid one (gateway.md §4), read on its own so that a
+/// request refused for any other reason still logs its session.
+pub fn session_id(fields: &RawFields) -> Option<String> {
+    let raw = fields.get("session_id")?;
+    serde_json::from_str::<String>(raw.get())
+        .ok()
+        .filter(|s| is_session_id(s))
+}
+
+/// `session_id`: a string of 1..256 characters.
+fn is_session_id(s: &str) -> bool {
+    char_len_in(s, 1, 256)
 }
 
 /// `"must be one of a, b"`.
