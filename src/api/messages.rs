@@ -24,6 +24,7 @@ use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit, ToolsInit};
 use crate::state::{AppState, WorkerActors};
 use crate::strictness::StrictnessPlan;
+use crate::tools::declare::is_tool_layer_type;
 use crate::tools::{ModelAccess, ToolChoice, ToolSet};
 
 pub async fn create_message(
@@ -291,9 +292,10 @@ async fn admit(
     })
 }
 
-/// Gateway tool declarations and `tool_choice` (gateway.md §5.1–§5.2), when the request needs
-/// the tool layer: gateway or native server tools declared, a string `tool_choice` to rewrite,
-/// or gateway blocks in its history to replay. `None` keeps the passthrough untouched.
+/// Gateway tool declarations and `tool_choice` (gateway.md §5.1–§5.2). `tool_choice` is
+/// validated for every request; the tool layer is set up only when the request needs it: gateway
+/// or native server tools declared, a string `tool_choice` to rewrite, or gateway blocks in its
+/// history to replay. `None` keeps the passthrough untouched.
 fn gateway_tools(
     request: &MessagesRequest,
     state: &AppState,
@@ -315,14 +317,15 @@ fn gateway_tools(
     let declares_server_tools = request.tools.iter().any(|t| {
         t.get("type")
             .and_then(serde_json::Value::as_str)
-            .is_some_and(|ty| {
-                ty.starts_with("gateway:")
-                    || ty.starts_with("ai-stats:")
-                    || ty.starts_with("web_search_")
-                    || ty.starts_with("web_fetch_")
-            })
+            .is_some_and(is_tool_layer_type)
     });
     if !declares_server_tools && !choice_is_string && !has_server_blocks(&request.messages) {
+        // No gateway tool can be named, so an empty set is the whole truth.
+        ToolChoice::parse(
+            request.tool_choice.as_ref(),
+            &request.tools,
+            &ToolSet::default(),
+        )?;
         return Ok(None);
     }
     let set = ToolSet::declare(&request.tools, &state.config.tools, &access)?;

@@ -46,6 +46,18 @@ pub const ANTHROPIC_FIELDS: [&str; 20] = [
     "context_management",
 ];
 
+/// The tool name in a gateway tool type (`gateway:web_search`, `ai-stats:web_search` →
+/// `web_search`; gateway.md §5.1). The one test for the two prefixes.
+pub fn gateway_tool_name(ty: &str) -> Option<&str> {
+    ty.strip_prefix("gateway:")
+        .or_else(|| ty.strip_prefix("ai-stats:"))
+}
+
+/// Whether a tool `type` is a gateway tool type (`gateway:*`, `ai-stats:*`).
+pub fn is_gateway_tool_type(ty: &str) -> bool {
+    gateway_tool_name(ty).is_some()
+}
+
 /// Why a body is not a JSON object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyError(pub String);
