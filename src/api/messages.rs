@@ -165,6 +165,8 @@ pub(super) async fn check(
     record.stream = request.stream;
     record.requested_model = Some(request.model.clone());
     record.user_id = user_id(&request);
+    // Extensions (§4), then tool declarations (§5), then the model.
+    let prefs = routing_prefs(&request, state)?;
     let tools = gateway_tools(&request, state, &key)?;
 
     let model = state
@@ -184,13 +186,12 @@ pub(super) async fn check(
         )));
     }
 
-    let debug = debug_flags(&request)?;
+    let debug = request.extensions.debug;
     if debug.is_some() && !key.allow_debug {
         return Err(GatewayError::Permission(
             "debug: this API key may not request debug output".into(),
         ));
     }
-    let prefs = routing_prefs(&request, state)?;
     let session_id = record.session_id.clone();
     Ok(Checked {
         key,
@@ -354,49 +355,17 @@ pub(super) fn beta_query(req: &HttpRequest) -> bool {
         .unwrap_or(false)
 }
 
-/// The `debug` extension: any true flag turns debug output on.
-fn debug_flags(request: &MessagesRequest) -> Result<Option<DebugFlags>, GatewayError> {
-    let Some(raw) = request.field("debug") else {
-        return Ok(None);
-    };
-    let v: serde_json::Value = serde_json::from_str(raw.get())
-        .map_err(|e| GatewayError::invalid(format!("debug: {e}")))?;
-    let flag = |k: &str| {
-        v.get(k)
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false)
-    };
-    let flags = DebugFlags {
-        upstream_request: flag("return_upstream_request"),
-        upstream_response: flag("return_upstream_response"),
-        trace: flag("trace"),
-    };
-    let on = flag("enabled") || flags.upstream_request || flags.upstream_response || flags.trace;
-    Ok(on.then_some(flags))
-}
-
-/// The `provider` / `routing` extension (gateway.md §4).
+/// The `provider` / `routing` extension (gateway.md §4), its provider names checked against the
+/// configuration.
 fn routing_prefs(
     request: &MessagesRequest,
     state: &AppState,
 ) -> Result<RoutingPrefs, GatewayError> {
-    let parse = |k: &str| -> Result<Option<serde_json::Value>, GatewayError> {
-        request
-            .field(k)
-            .map(|raw| {
-                serde_json::from_str(raw.get())
-                    .map_err(|e| GatewayError::invalid(format!("{k}: {e}")))
-            })
-            .transpose()
-    };
-    let provider = parse("provider")?;
-    let routing = parse("routing")?;
-    if provider.is_none() && routing.is_none() {
-        return Ok(RoutingPrefs::default());
-    }
+    let prefs = &request.extensions.routing;
     let is_provider = |name: &str| state.providers.iter().any(|p| p.name() == name);
-    routing::preferences::parse(provider.as_ref(), routing.as_ref(), &is_provider)
-        .map_err(GatewayError::from_details)
+    routing::preferences::check_providers(prefs, &is_provider)
+        .map_err(GatewayError::from_details)?;
+    Ok(prefs.clone())
 }
 
 #[derive(serde::Deserialize)]

@@ -11,6 +11,7 @@ use std::fmt;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+use super::extensions::{parse_routing, DebugFlags, Extensions};
 use super::request::{
     is_gateway_tool_type, MessagesRequest, RawFields, ANTHROPIC_FIELDS, EXTENSION_FIELDS,
 };
@@ -410,7 +411,7 @@ fn validate_body(
     };
 
     c.top_level(&fields);
-    c.extensions(&fields);
+    let extensions = c.extensions(&fields);
 
     if !c.details.is_empty() {
         return Err(c.details);
@@ -432,6 +433,7 @@ fn validate_body(
         tools,
         tool_choice,
         unknown_fields,
+        extensions,
     })
 }
 
@@ -708,42 +710,69 @@ impl Checker {
         self.raw_type(fields, "context_management", b"{", "must be an object");
     }
 
-    /// Gateway extensions validated here (gateway.md §4). `provider`/`routing` are validated
-    /// where routing uses them.
-    fn extensions(&mut self, fields: &RawFields) {
+    /// Gateway extensions (gateway.md §4), parsed into their types.
+    fn extensions(&mut self, fields: &RawFields) -> Extensions {
+        let mut ext = Extensions::default();
         match self.parse_opt(fields, "session_id") {
             None => {}
             Some(Value::String(s)) if !is_session_id(&s) => {
                 self.fail(&At::root("session_id"), "must be 1..256 characters");
             }
-            Some(Value::String(_)) => {}
+            Some(Value::String(s)) => ext.session_id = Some(s),
             Some(_) => self.fail(&At::root("session_id"), "must be a string"),
         }
         match self.parse_opt(fields, "debug") {
             None => {}
             Some(Value::Object(flags)) => {
                 let root = At::root("debug");
+                let mut on = false;
+                let mut debug = DebugFlags::default();
                 for (k, v) in &flags {
-                    if !DEBUG_FLAGS.contains(&k.as_str()) {
+                    let Some(&flag) = DEBUG_FLAGS.iter().find(|f| **f == k.as_str()) else {
                         self.fail(&root.key(k), "unknown field");
-                    } else if !v.is_boolean() {
+                        continue;
+                    };
+                    let Some(set) = v.as_bool() else {
                         self.fail(&root.key(k), "must be a boolean");
+                        continue;
+                    };
+                    on |= set;
+                    match flag {
+                        "return_upstream_request" => debug.upstream_request = set,
+                        "return_upstream_response" => debug.upstream_response = set,
+                        "trace" => debug.trace = set,
+                        _ => {} // `enabled`
                     }
                 }
+                // Any true flag enables debug output.
+                ext.debug = on.then_some(debug);
             }
             Some(_) => self.fail(&At::root("debug"), "must be an object"),
+        }
+        let provider = self.parse(fields, "provider");
+        let routing = self.parse(fields, "routing");
+        match parse_routing(provider.as_ref(), routing.as_ref()) {
+            Ok(prefs) => ext.routing = prefs,
+            Err(details) => {
+                let room = MAX_DETAILS.saturating_sub(self.details.len());
+                self.details.extend(details.into_iter().take(room));
+            }
         }
         match self.parse_opt(fields, "provider_options") {
             None => {}
             Some(Value::Object(kinds)) => {
                 let root = At::root("provider_options");
-                for (kind, options) in &kinds {
-                    let at = root.key(kind);
-                    if kind != "anthropic" && kind != "openai" {
-                        self.fail(&at, "unknown key; use anthropic or openai");
-                        continue;
-                    }
-                    let Some(options) = options.as_object() else {
+                for (kind, options) in kinds {
+                    let at = root.key(&kind);
+                    let slot = match kind.as_str() {
+                        "anthropic" => &mut ext.provider_options.anthropic,
+                        "openai" => &mut ext.provider_options.openai,
+                        _ => {
+                            self.fail(&at, "unknown key; use anthropic or openai");
+                            continue;
+                        }
+                    };
+                    let Value::Object(options) = options else {
                         self.fail(&at, "must be an object");
                         continue;
                     };
@@ -752,6 +781,7 @@ impl Checker {
                             self.fail(&at.key(k), "may not be set through provider_options");
                         }
                     }
+                    *slot = Some(options);
                 }
             }
             Some(_) => self.fail(&At::root("provider_options"), "must be an object"),
@@ -768,6 +798,7 @@ impl Checker {
             None | Some(Value::Null | Value::Object(_)) => {}
             Some(_) => self.fail(&At::root("web_search_options"), "must be an object"),
         }
+        ext
     }
 
     fn system(&mut self, system: &Value) {
@@ -1345,6 +1376,9 @@ mod tests {
             // Gateway extensions (gateway.md §4).
             ("session_id empty", V23, body(json!({"session_id":""})), vec![("session_id", "must be 1..256 characters")]),
             ("session_id long", V23, body(json!({"session_id":long})), vec![("session_id", "must be 1..256 characters")]),
+            ("provider unknown key", V23, body(json!({"provider":{"order":["x"],"nonsense":1}})), vec![("provider.nonsense", "unknown key")]),
+            ("routing not an object", V23, body(json!({"routing":"?"})), vec![("routing", "must be an object")]),
+            ("routing sort", V23, body(json!({"provider":{"sort":"price"},"routing":{"sort":"cheap"}})), vec![("routing.sort", "must be one of price, latency, throughput")]),
             ("provider_options not an object", V23, body(json!({"provider_options":7})), vec![("provider_options", "must be an object")]),
             ("provider_options unknown kind", V23, body(json!({"provider_options":{"bedrock":{}}})), vec![("provider_options.bedrock", "unknown key; use anthropic or openai")]),
             ("provider_options protected key", V23, body(json!({"provider_options":{"openai":{"model":"x","stream":true}}})),
@@ -1488,7 +1522,7 @@ mod tests {
                 "mcp_servers":[{"type":"url","url":"https://mcp.example","name":"x"}],"output_config":{"format":{"type":"json_schema"}},
                 "inference_geo":"us","context_management":null,"tool_choice":null,"tools":null}"#.to_string()),
             ("disabled thinking, object container", V23, body(json!({"thinking":{"type":"disabled"},"container":{"id":"c"}}))),
-            ("extensions routing validates", V23, body(json!({"provider":{"order":["x"],"nonsense":1},"routing":"?","provider_options":{"openai":{"seed":1},"anthropic":{}},"prompt_cache_retention":"24h","web_search_options":{},"session_id":"s-1","debug":{"enabled":true,"trace":false,"return_upstream_request":true,"return_upstream_response":false}}))),
+            ("extensions routing validates", V23, body(json!({"provider":{"order":["x"],"sort":"price"},"routing":{"allow_fallbacks":false},"provider_options":{"openai":{"seed":1},"anthropic":{}},"prompt_cache_retention":"24h","web_search_options":{},"session_id":"s-1","debug":{"enabled":true,"trace":false,"return_upstream_request":true,"return_upstream_response":false}}))),
             ("unknown top-level key is strictness", V23, body(json!({"frobnicate":true}))),
             ("final assistant prefill may be empty", V23, msgs(json!([{"role":"user","content":"a"},{"role":"assistant","content":""}]))),
             ("consecutive same-role messages", V23, msgs(json!([{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"assistant","content":"c"},{"role":"assistant","content":"d"}]))),
@@ -1639,6 +1673,57 @@ mod tests {
         assert_eq!(r.tool_choice, Some(json!("auto")));
         assert_eq!(r.messages, vec![json!({"role":"user","content":"hi"})]);
         assert_eq!(r.unknown_fields, ["zz"]);
+    }
+
+    #[test]
+    fn extensions_are_typed() {
+        let r = run(&body(json!({})), V23).unwrap();
+        assert_eq!(r.extensions, Extensions::default());
+        let r = run(
+            &body(json!({
+                "session_id":"s-1",
+                "debug":{"enabled":false,"return_upstream_response":true},
+                "provider":{"order":["a"],"sort":"latency"},"routing":{"allow_fallbacks":false},
+                "provider_options":{"openai":{"seed":1}}
+            })),
+            V23,
+        )
+        .unwrap();
+        let ext = &r.extensions;
+        assert_eq!(ext.session_id.as_deref(), Some("s-1"));
+        assert_eq!(
+            ext.debug,
+            Some(DebugFlags {
+                upstream_request: false,
+                upstream_response: true,
+                trace: false
+            })
+        );
+        assert_eq!(ext.routing.order, ["a"]);
+        assert!(!ext.routing.allow_fallbacks);
+        assert_eq!(ext.routing.source, "routing");
+        assert_eq!(
+            ext.provider_options.openai,
+            json!({"seed":1}).as_object().cloned()
+        );
+        assert_eq!(ext.provider_options.anthropic, None);
+        // Only true flags turn debug on; `enabled: true` alone asks for no extras.
+        let debug = |d: Value| {
+            run(&body(json!({ "debug": d })), V23)
+                .unwrap()
+                .extensions
+                .debug
+        };
+        assert_eq!(debug(json!({"enabled":false,"trace":false})), None);
+        assert_eq!(debug(json!({"enabled":true})), Some(DebugFlags::default()));
+        // The body's session id is read on its own for refused requests, with the same rule.
+        let id = |v: Value| {
+            session_id(&parse_fields(body(json!({ "session_id": v })).as_bytes()).unwrap())
+        };
+        assert_eq!(id(json!("s")), Some("s".into()));
+        assert_eq!(id(json!("")), None);
+        assert_eq!(id(json!(repeat('x', 257))), None);
+        assert_eq!(id(json!(7)), None);
     }
 
     #[test]

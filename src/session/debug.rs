@@ -8,13 +8,8 @@ use serde_json::{json, Map, Value};
 use crate::error::ErrorDetail;
 use crate::providers::SentRequest;
 
-/// The client's `debug` flags; any true flag enables debug output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DebugFlags {
-    pub upstream_request: bool,
-    pub upstream_response: bool,
-    pub trace: bool,
-}
+/// Parsed by validation with the other extensions.
+pub use crate::protocol::extensions::DebugFlags;
 
 /// One upstream attempt, as logs and debug output show it.
 #[derive(Debug, Clone)]

@@ -608,9 +608,17 @@ async fn refused_rows_keep_their_session_id() {
         body.to_string()
     };
     let json_ct = ("content-type", "application/json");
-    // (name, key, extra headers, body, status, the row's session_id)
+    /// (name, key, extra headers, body, status, the row's session_id)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        String,
+        u16,
+        Option<&'a str>,
+    );
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, String, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("broken JSON: the header", KEY, vec![("x-session-id", "h-json")],
             r#"{"model":"mock-model","session_id":"b-lost""#.into(), 400, Some("h-json")),
         ("validation error: the body wins", KEY, vec![("x-session-id", "h-400")],
