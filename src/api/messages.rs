@@ -15,7 +15,7 @@ use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
 use crate::observability::metrics::Counted;
 use crate::observability::record::{redact_body, user_id};
-use crate::observability::{self, Endpoint, RequestRecord};
+use crate::observability::{Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::{session_id, validate, validate_count_tokens, ApiVersion};
@@ -92,7 +92,7 @@ pub(super) fn refuse(
     record.error_type = Some(error.error_type().to_string());
     record.total = received_at.elapsed();
     let response = error.to_response(&record.request_id, None);
-    observability::record(state, record);
+    state.record(record);
     response
 }
 

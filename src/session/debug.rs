@@ -11,18 +11,8 @@ use crate::providers::SentRequest;
 /// Parsed by validation with the other extensions.
 pub use crate::protocol::extensions::DebugFlags;
 
-/// One upstream attempt, as logs and debug output show it.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub n: u32,
-    pub round: u32,
-    pub deployment: String,
-    pub status: Option<u16>,
-    pub class: Option<&'static str>,
-    pub duration: Duration,
-    pub retry_in: Option<Duration>,
-    pub upstream_request_id: Option<String>,
-}
+/// Kept with the request record, which owns the attempt log.
+pub use crate::observability::record::AttemptRecord;
 
 /// Collects what only debug output needs.
 #[derive(Debug)]

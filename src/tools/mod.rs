@@ -47,6 +47,7 @@
 
 pub mod actor;
 pub mod advisor;
+pub mod api_client;
 pub mod choice;
 pub mod datetime;
 pub mod declare;
