@@ -135,17 +135,20 @@ fn parse_choice(
             return None;
         }
     };
-    let ty = match obj.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        Some(_) => {
-            fail("tool_choice.type", "must be a string".into());
-            return None;
-        }
-        None => {
-            fail("tool_choice.type", "field required".into());
-            return None;
+    // A required string member of the choice object.
+    let required = |key: &str, fail: &mut dyn FnMut(&str, String)| match obj.get(key) {
+        Some(Value::String(s)) => Some(s.as_str()),
+        other => {
+            let reason = if other.is_some() {
+                "must be a string"
+            } else {
+                "field required"
+            };
+            fail(&format!("tool_choice.{key}"), reason.into());
+            None
         }
     };
+    let ty = required("type", &mut fail)?;
     const DP: &str = "tool_choice.disable_parallel_tool_use";
     let dp_value = obj
         .get("disable_parallel_tool_use")
@@ -168,17 +171,7 @@ fn parse_choice(
         }
         "none" => Some(simple(ChoiceMode::None, None)),
         "tool" => {
-            let name = match obj.get("name") {
-                Some(Value::String(n)) => n.as_str(),
-                Some(_) => {
-                    fail("tool_choice.name", "must be a string".into());
-                    return None;
-                }
-                None => {
-                    fail("tool_choice.name", "field required".into());
-                    return None;
-                }
-            };
+            let name = required("name", &mut fail)?;
             let target = resolve_name(name, request_tools, set);
             if target.is_none() {
                 fail("tool_choice.name", undeclared(name));
