@@ -1,6 +1,6 @@
 //! What a deployment can honour (gateway.md §3), and the `{param, reason}` shape of what it
-//! drops. Evaluating a request against it is `crate::strictness::evaluate`; translation records
-//! its own lossy steps in the same shape. A leaf: translation and strictness both build on it.
+//! drops. Evaluating a request against it is `strictness::evaluate` (crate root); translation
+//! records its own lossy steps in the same shape. A leaf: translation and strictness build on it.
 
 use serde::Serialize;
 

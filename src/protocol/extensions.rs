@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::ErrorDetail;
+use super::anthropic::ErrorDetail;
 
 /// The typed extensions of a validated request.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -11,11 +11,11 @@ use std::fmt;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+use super::anthropic::ErrorDetail;
 use super::extensions::{parse_routing, DebugFlags, Extensions};
 use super::request::{
     is_gateway_tool_type, MessagesRequest, RawFields, ANTHROPIC_FIELDS, EXTENSION_FIELDS,
 };
-use crate::error::ErrorDetail;
 
 /// The effective `anthropic-version` (messages-api.md §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
