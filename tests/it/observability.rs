@@ -657,8 +657,26 @@ async fn refused_rows_keep_their_session_id() {
         );
         ids.push(res.header("request-id").expect("request-id").to_string());
     }
-    wait_recorded(&gw, cases.len() as f64).await;
+    // count_tokens runs the same checks.
+    let res = post_raw(
+        &gw.url,
+        "/v1/messages/count_tokens",
+        &[("x-api-key", KEY), json_ct, ("x-session-id", "h-count")],
+        r#"{"model":"no-such-model","messages":[{"role":"user","content":"hi"}],"session_id":"b-count"}"#,
+    )
+    .await;
+    assert_eq!(res.status, 404);
+    let count_id = res.header("request-id").unwrap().to_string();
+    wait_recorded(&gw, cases.len() as f64 + 1.0).await;
     let db = gw.flush_log().await;
+    let logged: Option<String> = db
+        .query_row(
+            "SELECT session_id FROM requests WHERE request_id = ?1 AND endpoint = 'count_tokens'",
+            [&count_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged.as_deref(), Some("b-count"));
     for ((name, .., status, want), id) in cases.iter().zip(&ids) {
         let (got, logged): (Option<String>, i64) = db
             .query_row(
