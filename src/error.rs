@@ -12,21 +12,9 @@ use serde_json::Value;
 
 use crate::protocol::sse;
 
-/// One validation or strictness problem: a dotted path and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ErrorDetail {
-    pub param: String,
-    pub reason: String,
-}
-
-impl ErrorDetail {
-    pub fn new(param: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            param: param.into(),
-            reason: reason.into(),
-        }
-    }
-}
+/// A wire type of the envelope, kept with the other protocol types (pure code reports
+/// problems in it without depending on this layer).
+pub use crate::protocol::anthropic::ErrorDetail;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use crate::api::auth::KeyIndex;
 use crate::config::Config;
-use crate::observability::{Metrics, RequestLog};
+use crate::observability::{self, Metrics, RequestLog, RequestRecord};
 use crate::providers::{Provider, ProviderActor};
 use crate::ratelimit::{RateLimiterActor, RateLimits};
 use crate::routing::ModelIndex;
@@ -48,6 +48,13 @@ impl AppState {
             metrics: Metrics::new(),
             request_log: None,
         }
+    }
+}
+
+impl AppState {
+    /// Accounts for one finished request: metrics, a log line, the request log row.
+    pub fn record(&self, record: RequestRecord) {
+        observability::record(&self.metrics, self.request_log.as_ref(), record);
     }
 }
 

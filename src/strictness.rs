@@ -1,5 +1,5 @@
 //! `X-AIStats-Strictness: off | warn | error` (gateway.md §3) for one request: what each of the
-//! model's deployments would drop (`protocol::capabilities::evaluate`), the capability filter
+//! model's deployments would drop ([`evaluate`]), the capability filter
 //! that routing applies in `error` mode (§7.2), and the `x-gateway-warnings` header of `warn`
 //! mode.
 
@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::config::ProviderKind;
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
-use crate::protocol::capabilities::{evaluate, Capabilities, Reason, Warning};
+use crate::protocol::capabilities::{Capabilities, Reason, Warning};
 use crate::protocol::request::MessagesRequest;
+use crate::protocol::translate::request::{build, RequestContext};
 use crate::routing::{Deployment, Model};
 
 pub const WARNINGS_HEADER: &str = "x-gateway-warnings";
@@ -157,6 +159,43 @@ pub fn prompt_cache_key(key_name: &str, session_id: &str) -> String {
     hex
 }
 
+/// Extension fields that only OpenAI-compatible upstreams receive (gateway.md §3 last row).
+const OPENAI_ONLY_EXTENSIONS: [&str; 2] = ["prompt_cache_retention", "web_search_options"];
+
+/// Every parameter of `req` that a deployment with `caps` would drop, in request order.
+/// `has_session`: a session id exists, so a top-level `cache_control` becomes `prompt_cache_key`
+/// on OpenAI-compatible upstreams.
+pub fn evaluate(req: &MessagesRequest, caps: &Capabilities, has_session: bool) -> Vec<Warning> {
+    match caps.kind {
+        // The mock accepts everything and warns about nothing (gateway.md §3).
+        ProviderKind::Mock => Vec::new(),
+        ProviderKind::Anthropic => req
+            .fields
+            .keys()
+            .filter_map(|k| {
+                if req.unknown_fields.contains(k) {
+                    Some(Warning::new(k.clone(), Reason::UnknownParameter))
+                } else if OPENAI_ONLY_EXTENSIONS.contains(&k.as_str()) {
+                    Some(Warning::new(k.clone(), Reason::Unsupported))
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        // One source of truth: the translator records what it drops, so evaluation is a build
+        // of the upstream request without serializing it.
+        ProviderKind::Openai => {
+            let ctx = RequestContext {
+                upstream_model: "",
+                caps,
+                stream: req.stream,
+                prompt_cache_key: has_session.then_some(""),
+            };
+            build(req, &ctx).warnings
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +330,64 @@ mod tests {
             !no_session.honours(&m.deployments[0]),
             "no session: cache_control cannot be honoured"
         );
+    }
+
+    fn params(w: &[Warning]) -> Vec<String> {
+        w.iter()
+            .map(|w| format!("{}:{}", w.param, w.reason.as_str()))
+            .collect()
+    }
+
+    fn caps(toml_text: &str) -> Capabilities {
+        Capabilities::of(&toml::from_str(toml_text).unwrap())
+    }
+
+    #[test]
+    fn evaluation_per_kind() {
+        let r = req(
+            json!({"model":"m","max_tokens":5,"top_k":3,"thinking":{"type":"enabled","budget_tokens":2048},
+            "stop_sequences":["a","b","c","d","e"],"service_tier":"auto","prompt_cache_retention":"24h","frobnicate":1,
+            "messages":[{"role":"user","content":"hi"}]}),
+        );
+        let openai = Capabilities::default_for(ProviderKind::Openai);
+        assert_eq!(
+            params(&evaluate(&r, &openai, false)),
+            [
+                "top_k:unsupported",
+                "thinking:unsupported",
+                "stop_sequences:truncated",
+                "frobnicate:unknown_parameter"
+            ]
+        );
+        let anthropic = Capabilities::default_for(ProviderKind::Anthropic);
+        assert_eq!(
+            params(&evaluate(&r, &anthropic, false)),
+            [
+                "prompt_cache_retention:unsupported",
+                "frobnicate:unknown_parameter"
+            ]
+        );
+        assert!(evaluate(&r, &Capabilities::default_for(ProviderKind::Mock), false).is_empty());
+        let vllm = caps(
+            "name=\"v\"\nkind=\"openai\"\ncapabilities={top_k=true,reasoning=\"effort\",max_stop_sequences=8}",
+        );
+        assert_eq!(
+            params(&evaluate(&r, &vllm, false)),
+            ["frobnicate:unknown_parameter"]
+        );
+    }
+
+    #[test]
+    fn top_level_cache_control_needs_a_session() {
+        let r = req(
+            json!({"model":"m","max_tokens":5,"cache_control":{"type":"ephemeral"},
+            "messages":[{"role":"user","content":"hi"}]}),
+        );
+        let openai = Capabilities::default_for(ProviderKind::Openai);
+        assert_eq!(
+            params(&evaluate(&r, &openai, false)),
+            ["cache_control:unsupported"]
+        );
+        assert!(evaluate(&r, &openai, true).is_empty());
     }
 }

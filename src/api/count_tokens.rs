@@ -12,7 +12,7 @@ use super::messages::{anthropic_beta, beta_query, check, refuse, Checked};
 use super::request_id;
 use crate::config::ProviderKind;
 use crate::error::GatewayError;
-use crate::observability::{self, Endpoint, RequestRecord};
+use crate::observability::{Endpoint, RequestRecord};
 use crate::protocol::token_estimate;
 use crate::providers::{ClientHeaders, CountCall, CountTokens, FailureClass};
 use crate::ratelimit::{AdmitRequest, LimitHeaders};
@@ -75,7 +75,7 @@ pub async fn count_tokens(
         }
     };
     add_headers(&mut res, limit_headers);
-    observability::record(&state, record);
+    state.record(record);
     res
 }
 

@@ -15,16 +15,17 @@ use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
 use crate::observability::metrics::Counted;
 use crate::observability::record::{redact_body, user_id};
-use crate::observability::{self, Endpoint, RequestRecord};
+use crate::observability::{Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
 use crate::protocol::request::MessagesRequest;
-use crate::protocol::validate::{validate, validate_count_tokens, ApiVersion};
+use crate::protocol::validate::{session_id, validate, validate_count_tokens, ApiVersion};
 use crate::providers::ClientHeaders;
 use crate::routing::{self, Model, NoCandidate, RoutingPrefs};
 use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit, ToolsInit};
 use crate::state::{AppState, WorkerActors};
 use crate::strictness::StrictnessPlan;
+use crate::tools::declare::is_tool_layer_type;
 use crate::tools::{ModelAccess, ToolChoice, ToolSet};
 
 pub async fn create_message(
@@ -92,7 +93,7 @@ pub(super) fn refuse(
     record.error_type = Some(error.error_type().to_string());
     record.total = received_at.elapsed();
     let response = error.to_response(&record.request_id, None);
-    observability::record(state, record);
+    state.record(record);
     response
 }
 
@@ -127,6 +128,9 @@ pub(super) async fn check(
     state: &AppState,
     record: &mut RequestRecord,
 ) -> Result<Checked, GatewayError> {
+    // Known before any check can refuse, so refused rows still group with their session.
+    record.session_id = header_str(req.headers(), &header::SESSION_ID)
+        .or_else(|| header_str(req.headers(), &header::CLAUDE_CODE_SESSION_ID));
     let limit = state.config.server.max_body_bytes;
     let declared = req
         .headers()
@@ -148,6 +152,10 @@ pub(super) async fn check(
         record.request_body = Some(redact_body(&body, &secrets));
     }
     let fields = parse_fields(&body).map_err(|e| GatewayError::invalid(e.0))?;
+    // The body wins over the headers (gateway.md §4), as soon as its field is a valid id.
+    if let Some(id) = session_id(&fields) {
+        record.session_id = Some(id);
+    }
     let version = anthropic_version(req.headers(), &state.config.defaults.anthropic_version)?;
     let strictness = strictness(req.headers(), state.config.defaults.strictness)?;
     let request = match record.endpoint {
@@ -158,6 +166,8 @@ pub(super) async fn check(
     record.stream = request.stream;
     record.requested_model = Some(request.model.clone());
     record.user_id = user_id(&request);
+    // Extensions (§4), then tool declarations (§5), then the model.
+    let prefs = routing_prefs(&request, state)?;
     let tools = gateway_tools(&request, state, &key)?;
 
     let model = state
@@ -177,19 +187,13 @@ pub(super) async fn check(
         )));
     }
 
-    let debug = debug_flags(&request)?;
+    let debug = request.extensions.debug;
     if debug.is_some() && !key.allow_debug {
         return Err(GatewayError::Permission(
             "debug: this API key may not request debug output".into(),
         ));
     }
-    let prefs = routing_prefs(&request, state)?;
-    let session_id = request
-        .field("session_id")
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-        .or_else(|| header_str(req.headers(), &header::SESSION_ID))
-        .or_else(|| header_str(req.headers(), &header::CLAUDE_CODE_SESSION_ID));
-    record.session_id = session_id.clone();
+    let session_id = record.session_id.clone();
     Ok(Checked {
         key,
         request,
@@ -291,9 +295,10 @@ async fn admit(
     })
 }
 
-/// Gateway tool declarations and `tool_choice` (gateway.md §5.1–§5.2), when the request needs
-/// the tool layer: gateway or native server tools declared, a string `tool_choice` to rewrite,
-/// or gateway blocks in its history to replay. `None` keeps the passthrough untouched.
+/// Gateway tool declarations and `tool_choice` (gateway.md §5.1–§5.2). `tool_choice` is
+/// validated for every request; the tool layer is set up only when the request needs it: gateway
+/// or native server tools declared, a string `tool_choice` to rewrite, or gateway blocks in its
+/// history to replay. `None` keeps the passthrough untouched.
 fn gateway_tools(
     request: &MessagesRequest,
     state: &AppState,
@@ -315,14 +320,15 @@ fn gateway_tools(
     let declares_server_tools = request.tools.iter().any(|t| {
         t.get("type")
             .and_then(serde_json::Value::as_str)
-            .is_some_and(|ty| {
-                ty.starts_with("gateway:")
-                    || ty.starts_with("ai-stats:")
-                    || ty.starts_with("web_search_")
-                    || ty.starts_with("web_fetch_")
-            })
+            .is_some_and(is_tool_layer_type)
     });
     if !declares_server_tools && !choice_is_string && !has_server_blocks(&request.messages) {
+        // No gateway tool can be named, so an empty set is the whole truth.
+        ToolChoice::parse(
+            request.tool_choice.as_ref(),
+            &request.tools,
+            &ToolSet::default(),
+        )?;
         return Ok(None);
     }
     let set = ToolSet::declare(&request.tools, &state.config.tools, &access)?;
@@ -351,49 +357,17 @@ pub(super) fn beta_query(req: &HttpRequest) -> bool {
         .unwrap_or(false)
 }
 
-/// The `debug` extension: any true flag turns debug output on.
-fn debug_flags(request: &MessagesRequest) -> Result<Option<DebugFlags>, GatewayError> {
-    let Some(raw) = request.field("debug") else {
-        return Ok(None);
-    };
-    let v: serde_json::Value = serde_json::from_str(raw.get())
-        .map_err(|e| GatewayError::invalid(format!("debug: {e}")))?;
-    let flag = |k: &str| {
-        v.get(k)
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false)
-    };
-    let flags = DebugFlags {
-        upstream_request: flag("return_upstream_request"),
-        upstream_response: flag("return_upstream_response"),
-        trace: flag("trace"),
-    };
-    let on = flag("enabled") || flags.upstream_request || flags.upstream_response || flags.trace;
-    Ok(on.then_some(flags))
-}
-
-/// The `provider` / `routing` extension (gateway.md §4).
+/// The `provider` / `routing` extension (gateway.md §4), its provider names checked against the
+/// configuration.
 fn routing_prefs(
     request: &MessagesRequest,
     state: &AppState,
 ) -> Result<RoutingPrefs, GatewayError> {
-    let parse = |k: &str| -> Result<Option<serde_json::Value>, GatewayError> {
-        request
-            .field(k)
-            .map(|raw| {
-                serde_json::from_str(raw.get())
-                    .map_err(|e| GatewayError::invalid(format!("{k}: {e}")))
-            })
-            .transpose()
-    };
-    let provider = parse("provider")?;
-    let routing = parse("routing")?;
-    if provider.is_none() && routing.is_none() {
-        return Ok(RoutingPrefs::default());
-    }
+    let prefs = &request.extensions.routing;
     let is_provider = |name: &str| state.providers.iter().any(|p| p.name() == name);
-    routing::preferences::parse(provider.as_ref(), routing.as_ref(), &is_provider)
-        .map_err(GatewayError::from_details)
+    routing::preferences::check_providers(prefs, &is_provider)
+        .map_err(GatewayError::from_details)?;
+    Ok(prefs.clone())
 }
 
 #[derive(serde::Deserialize)]

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::request_id;
 use crate::api::auth::ApiKey;
 use crate::error::GatewayError;
-use crate::observability::{self, Endpoint, RequestRecord};
+use crate::observability::{Endpoint, RequestRecord};
 use crate::routing::Model;
 use crate::state::AppState;
 
@@ -107,7 +107,7 @@ fn respond(
         }
     };
     record.ttft = Some(started.elapsed());
-    observability::record(state, record);
+    state.record(record);
     response
 }
 

@@ -10,13 +10,11 @@ mod resilience;
 mod server;
 mod tools;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 pub use auth::{AuthConfig, KeyConfig};
 pub use models::{DeploymentConfig, ModelConfig, Price};
@@ -140,6 +138,20 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Where validation reads secrets: the process environment, or a test's.
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A secret from the environment variable `var`, named by `path` when it is unset.
+fn read_env(env: Env, path: String, var: &str) -> Result<Secret, ConfigError> {
+    match env(var) {
+        Some(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim().to_string())),
+        _ => Err(ConfigError::new(
+            path,
+            format!("environment variable {var} is not set"),
+        )),
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -173,481 +185,27 @@ impl Config {
         Ok(config)
     }
 
-    /// Semantic checks that serde cannot express; fills [`Config::secrets`].
-    fn validate(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let read_env = |path: String, var: &str| -> Result<Secret, ConfigError> {
-            match env(var) {
-                Some(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim().to_string())),
-                _ => Err(ConfigError::new(
-                    path,
-                    format!("environment variable {var} is not set"),
-                )),
-            }
-        };
-
-        self.server.listen.parse::<SocketAddr>().map_err(|_| {
-            ConfigError::new("server.listen", "must be an address like 127.0.0.1:8080")
-        })?;
-        if self.server.max_body_bytes == 0 {
-            return Err(ConfigError::new(
-                "server.max_body_bytes",
-                "must be at least 1",
-            ));
-        }
-        if !SUPPORTED_ANTHROPIC_VERSIONS.contains(&self.defaults.anthropic_version.as_str()) {
-            return Err(ConfigError::new(
-                "defaults.anthropic_version",
-                format!("must be one of {}", SUPPORTED_ANTHROPIC_VERSIONS.join(", ")),
-            ));
-        }
-
-        // Providers.
-        let mut provider_names = HashSet::new();
-        for (i, p) in self.providers.iter_mut().enumerate() {
-            let at = |k: &str| format!("providers[{i}].{k}");
-            if !valid_name(&p.name) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    "must be 1..64 chars of [A-Za-z0-9_.-]",
-                ));
-            }
-            if !provider_names.insert(p.name.clone()) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    format!("duplicate provider \"{}\"", p.name),
-                ));
-            }
-            match p.kind {
-                ProviderKind::Anthropic | ProviderKind::Openai => {
-                    let default = match p.kind {
-                        ProviderKind::Anthropic => "https://api.anthropic.com",
-                        _ => "https://api.openai.com/v1",
-                    };
-                    let url = p.base_url.get_or_insert_with(|| default.to_string());
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(ConfigError::new(
-                            at("base_url"),
-                            "must start with http:// or https://",
-                        ));
-                    }
-                    while url.ends_with('/') {
-                        url.pop();
-                    }
-                }
-                ProviderKind::Mock => {
-                    if p.base_url.is_some() {
-                        return Err(ConfigError::new(
-                            at("base_url"),
-                            "the mock provider has no upstream",
-                        ));
-                    }
-                    if p.chunk_chars == 0 {
-                        return Err(ConfigError::new(at("chunk_chars"), "must be at least 1"));
-                    }
-                }
-            }
-            if p.kind != ProviderKind::Mock
-                && (p.reply.is_some()
-                    || p.tool_mode != MockToolMode::None
-                    || p.ttft_ms != 0
-                    || p.chunk_delay_ms != 0)
-            {
-                return Err(ConfigError::new(
-                    at("kind"),
-                    "reply, tool_mode, ttft_ms and chunk_delay_ms are options of the mock kind only",
-                ));
-            }
-            if let Some(var) = &p.api_key_env {
-                let secret = read_env(at("api_key_env"), var)?;
-                self.secrets.provider_keys.insert(p.name.clone(), secret);
-            }
-            for (j, t) in p.native_tools.iter().enumerate() {
-                if t != "web_search" && t != "web_fetch" {
-                    return Err(ConfigError::new(
-                        format!("providers[{i}].native_tools[{j}]"),
-                        "must be web_search or web_fetch",
-                    ));
-                }
-            }
-            if p.kind != ProviderKind::Anthropic && !p.native_tools.is_empty() {
-                return Err(ConfigError::new(
-                    at("native_tools"),
-                    "only anthropic providers run native tools",
-                ));
-            }
-            for name in p.headers.keys() {
-                let lower = name.to_ascii_lowercase();
-                if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(ConfigError::new(
-                        format!("providers[{i}].headers.{name}"),
-                        "not a valid header name",
-                    ));
-                }
-                if matches!(
-                    lower.as_str(),
-                    "host" | "content-length" | "content-type" | "transfer-encoding"
-                ) {
-                    return Err(ConfigError::new(
-                        format!("providers[{i}].headers.{name}"),
-                        "is set by the gateway",
-                    ));
-                }
-            }
-            // A header that cannot be forwarded is a config error, not a silent drop: the
-            // operator who listed it expects it upstream.
-            if p.kind == ProviderKind::Mock && !p.forward_headers.is_empty() {
-                return Err(ConfigError::new(
-                    at("forward_headers"),
-                    "the mock provider has no upstream",
-                ));
-            }
-            for (j, name) in p.forward_headers.iter_mut().enumerate() {
-                let at = format!("providers[{i}].forward_headers[{j}]");
-                name.make_ascii_lowercase();
-                if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(ConfigError::new(at, "not a valid header name"));
-                }
-                if let Some(why) = forward_refusal(name) {
-                    return Err(ConfigError::new(at, format!("\"{name}\" {why}")));
-                }
-            }
-            if let Some(r) = &p.capabilities.reasoning {
-                if r != "effort" && r != "none" {
-                    return Err(ConfigError::new(
-                        at("capabilities.reasoning"),
-                        "must be \"effort\" or \"none\"",
-                    ));
-                }
-            }
-            if p.capabilities.max_stop_sequences == Some(0) {
-                return Err(ConfigError::new(
-                    at("capabilities.max_stop_sequences"),
-                    "must be at least 1",
-                ));
-            }
-            // The anthropic kind forwards bodies as they are and the mock takes everything:
-            // overrides there would be silently ignored, so they are refused.
-            if p.kind != ProviderKind::Openai {
-                if p.capabilities != CapabilityOverrides::default() {
-                    return Err(ConfigError::new(
-                        at("capabilities"),
-                        "applies to openai providers only",
-                    ));
-                }
-                if p.stream_tool_calls != StreamToolCalls::Live {
-                    return Err(ConfigError::new(
-                        at("stream_tool_calls"),
-                        "applies to openai providers only",
-                    ));
-                }
-            }
-            if let Some(f) = &p.capabilities.max_tokens_field {
-                if f != "max_tokens" && f != "max_completion_tokens" {
-                    return Err(ConfigError::new(
-                        at("capabilities.max_tokens_field"),
-                        "must be \"max_tokens\" or \"max_completion_tokens\"",
-                    ));
-                }
-            }
-        }
-
-        // Models and aliases share one namespace.
-        let mut model_names = HashSet::new();
-        for (i, m) in self.models.iter().enumerate() {
-            for (k, name) in std::iter::once(("id".to_string(), &m.id)).chain(
-                m.aliases
-                    .iter()
-                    .enumerate()
-                    .map(|(j, a)| (format!("aliases[{j}]"), a)),
-            ) {
-                if name.is_empty() || name.len() > 256 {
-                    return Err(ConfigError::new(
-                        format!("models[{i}].{k}"),
-                        "must be 1..256 chars",
-                    ));
-                }
-                if !model_names.insert(name.clone()) {
-                    return Err(ConfigError::new(
-                        format!("models[{i}].{k}"),
-                        format!("\"{name}\" is already a model id or alias"),
-                    ));
-                }
-            }
-            if m.deployments.is_empty() {
-                return Err(ConfigError::new(
-                    format!("models[{i}].deployments"),
-                    "must list at least one deployment",
-                ));
-            }
-            if let Some(c) = &m.created_at {
-                if chrono::DateTime::parse_from_rfc3339(c).is_err() {
-                    return Err(ConfigError::new(
-                        format!("models[{i}].created_at"),
-                        "must be an RFC 3339 timestamp",
-                    ));
-                }
-            }
-            for (j, d) in m.deployments.iter().enumerate() {
-                let at = |k: &str| format!("models[{i}].deployments[{j}].{k}");
-                if !provider_names.contains(&d.provider) {
-                    return Err(ConfigError::new(
-                        at("provider"),
-                        format!("unknown provider \"{}\"", d.provider),
-                    ));
-                }
-                if d.model.is_empty() {
-                    return Err(ConfigError::new(at("model"), "must not be empty"));
-                }
-                if let Some(p) = d.price {
-                    if !(p.input >= 0.0 && p.output >= 0.0) {
-                        return Err(ConfigError::new(at("price"), "must be non-negative"));
-                    }
-                }
-            }
-        }
-
-        // Keys.
-        if !self.auth.disabled && self.auth.keys.is_empty() {
-            return Err(ConfigError::new(
-                "auth.keys",
-                "no keys configured; add [[auth.keys]] or set auth.disabled = true",
-            ));
-        }
-        let mut key_names = HashSet::new();
-        let mut hashes = HashSet::new();
-        for (i, k) in self.auth.keys.iter().enumerate() {
-            let at = |f: &str| format!("auth.keys[{i}].{f}");
-            if !valid_name(&k.name) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    "must be 1..64 chars of [A-Za-z0-9_.-]",
-                ));
-            }
-            if !key_names.insert(k.name.clone()) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    format!("duplicate key name \"{}\"", k.name),
-                ));
-            }
-            let hash = match (&k.secret_env, &k.secret_sha256) {
-                (Some(var), None) => {
-                    let secret = read_env(at("secret_env"), var)?;
-                    Sha256::digest(secret.expose().as_bytes()).into()
-                }
-                (None, Some(hex_hash)) => {
-                    let mut out = [0u8; 32];
-                    hex::decode_to_slice(hex_hash.trim(), &mut out).map_err(|_| {
-                        ConfigError::new(
-                            at("secret_sha256"),
-                            "must be 64 hex characters (a SHA-256 digest)",
-                        )
-                    })?;
-                    out
-                }
-                _ => {
-                    return Err(ConfigError::new(
-                        at("secret_env"),
-                        "set exactly one of secret_env and secret_sha256",
-                    ))
-                }
-            };
-            if !hashes.insert(hash) {
-                return Err(ConfigError::new(
-                    at("name"),
-                    "two keys have the same secret",
-                ));
-            }
-            self.secrets.key_hashes.push(hash);
-            for (j, m) in k.allowed_models.iter().enumerate() {
-                if m != "*" && !model_names.contains(m) {
-                    return Err(ConfigError::new(
-                        format!("auth.keys[{i}].allowed_models[{j}]"),
-                        format!("unknown model \"{m}\""),
-                    ));
-                }
-            }
-        }
-
-        // Timeouts and retries.
-        for (k, v) in [
-            ("timeouts.connect_ms", self.timeouts.connect_ms),
-            ("timeouts.ttft_ms", self.timeouts.ttft_ms),
-            ("timeouts.attempt_ms", self.timeouts.attempt_ms),
-            ("timeouts.idle_ms", self.timeouts.idle_ms),
-            ("timeouts.total_ms", self.timeouts.total_ms),
-            ("stream.ping_interval_ms", self.stream.ping_interval_ms),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::new(k, "must be at least 1"));
-            }
-        }
-        if self.retry.max_attempts == 0 {
-            return Err(ConfigError::new("retry.max_attempts", "must be at least 1"));
-        }
-        if !(0.0..=1.0).contains(&self.circuit_breaker.failure_ratio) {
-            return Err(ConfigError::new(
-                "circuit_breaker.failure_ratio",
-                "must be within 0..1",
-            ));
-        }
-
-        // Tools.
-        if self.tools.max_rounds == 0 {
-            return Err(ConfigError::new("tools.max_rounds", "must be at least 1"));
-        }
-        if self.tools.max_concurrency == 0 {
-            return Err(ConfigError::new(
-                "tools.max_concurrency",
-                "must be at least 1",
-            ));
-        }
-        if self
-            .tools
-            .datetime
-            .default_timezone
-            .parse::<chrono_tz::Tz>()
-            .is_err()
-        {
-            return Err(ConfigError::new(
-                "tools.datetime.default_timezone",
-                "unknown IANA time zone",
-            ));
-        }
-        for (k, v) in [
-            (
-                "tools.web_search.timeout_ms",
-                self.tools.web_search.timeout_ms,
-            ),
-            (
-                "tools.web_search.max_content_chars",
-                self.tools.web_search.max_content_chars as u64,
-            ),
-            (
-                "tools.web_fetch.timeout_ms",
-                self.tools.web_fetch.timeout_ms,
-            ),
-            (
-                "tools.web_fetch.max_bytes",
-                self.tools.web_fetch.max_bytes as u64,
-            ),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::new(k, "must be at least 1"));
-            }
-        }
-        let wf = &self.tools.web_fetch;
-        if wf.max_redirects > 20 {
-            return Err(ConfigError::new(
-                "tools.web_fetch.max_redirects",
-                "must be at most 20",
-            ));
-        }
-        if wf.user_agent.trim().is_empty()
-            || actix_web::http::header::HeaderValue::from_str(&wf.user_agent).is_err()
-        {
-            return Err(ConfigError::new(
-                "tools.web_fetch.user_agent",
-                "must be a non-empty header value",
-            ));
-        }
-        let ws = &mut self.tools.web_search;
-        for (name, engine) in &ws.engines {
-            let at = |k: &str| format!("tools.web_search.engines.{name}.{k}");
-            if engine.kind == SearchEngineKind::Searxng && engine.base_url.is_none() {
-                return Err(ConfigError::new(
-                    at("base_url"),
-                    "searxng needs the instance's base_url",
-                ));
-            }
-            if let Some(url) = &engine.base_url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError::new(
-                        at("base_url"),
-                        "must start with http:// or https://",
-                    ));
-                }
-            }
-            match (&engine.api_key_env, engine.kind) {
-                (Some(var), _) => {
-                    let secret = read_env(at("api_key_env"), var)?;
-                    self.secrets.engine_keys.insert(name.clone(), secret);
-                }
-                (None, SearchEngineKind::Searxng) => {}
-                (None, _) => {
-                    return Err(ConfigError::new(
-                        at("api_key_env"),
-                        "this engine needs an API key",
-                    ))
-                }
-            }
-        }
-        match &ws.default_engine {
-            Some(e) if !ws.engines.contains_key(e) => {
-                return Err(ConfigError::new(
-                    "tools.web_search.default_engine",
-                    format!("unknown engine \"{e}\""),
-                ))
-            }
-            None if ws.engines.len() == 1 => ws.default_engine = ws.engines.keys().next().cloned(),
-            _ => {}
-        }
-        if let Some(m) = &self.tools.advisor.default_model {
-            if !model_names.contains(m) {
-                return Err(ConfigError::new(
-                    "tools.advisor.default_model",
-                    format!("unknown model \"{m}\""),
-                ));
-            }
-        }
-        let ig = &self.tools.image_generation;
-        if let Some(p) = &ig.provider {
-            match self.providers.iter().find(|x| &x.name == p) {
-                Some(x) if x.kind == ProviderKind::Openai => {}
-                Some(_) => {
-                    return Err(ConfigError::new(
-                        "tools.image_generation.provider",
-                        "must be an openai-kind provider",
-                    ))
-                }
-                None => {
-                    return Err(ConfigError::new(
-                        "tools.image_generation.provider",
-                        format!("unknown provider \"{p}\""),
-                    ))
-                }
-            }
-            if ig.model.is_none() {
-                return Err(ConfigError::new(
-                    "tools.image_generation.model",
-                    "required with a provider",
-                ));
-            }
-        }
-
-        // Observability.
-        if let Some(addr) = &self.observability.metrics_listen {
-            addr.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(
-                    "observability.metrics_listen",
-                    "must be an address like 127.0.0.1:9090",
-                )
-            })?;
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.observability.log_level).is_err() {
-            return Err(ConfigError::new(
-                "observability.log_level",
-                "not a valid level or filter",
-            ));
-        }
-        let rl = &self.request_log;
-        if rl.enabled && (rl.batch_size == 0 || rl.queue_capacity == 0 || rl.flush_interval_ms == 0)
-        {
-            return Err(ConfigError::new(
-                "request_log",
-                "batch_size, queue_capacity and flush_interval_ms must be at least 1",
-            ));
-        }
-        Ok(())
+    /// Semantic checks that serde cannot express, section by section in file order; fills
+    /// [`Config::secrets`].
+    fn validate(&mut self, env: Env) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.defaults.validate()?;
+        let provider_names =
+            providers::validate(&mut self.providers, env, &mut self.secrets.provider_keys)?;
+        let model_names = models::validate(&self.models, &provider_names)?;
+        self.secrets.key_hashes = self.auth.validate(env, &model_names)?;
+        self.timeouts.validate()?;
+        self.stream.validate()?;
+        self.retry.validate()?;
+        self.circuit_breaker.validate()?;
+        self.tools.validate(
+            env,
+            &model_names,
+            &self.providers,
+            &mut self.secrets.engine_keys,
+        )?;
+        self.observability.validate()?;
+        self.request_log.validate()
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {

@@ -1,6 +1,10 @@
 //! `[observability]` and `[request_log]` (gateway.md §11).
 
+use std::net::SocketAddr;
+
 use serde::Deserialize;
+
+use super::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,5 +56,39 @@ impl Default for RequestLogConfig {
             retention_days: 30,
             log_bodies: false,
         }
+    }
+}
+
+impl ObservabilityConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = &self.metrics_listen {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "observability.metrics_listen",
+                    "must be an address like 127.0.0.1:9090",
+                )
+            })?;
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(ConfigError::new(
+                "observability.log_level",
+                "not a valid level or filter",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RequestLogConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let rl = self;
+        if rl.enabled && (rl.batch_size == 0 || rl.queue_capacity == 0 || rl.flush_interval_ms == 0)
+        {
+            return Err(ConfigError::new(
+                "request_log",
+                "batch_size, queue_capacity and flush_interval_ms must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }

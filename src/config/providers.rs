@@ -1,8 +1,10 @@
 //! `[[providers]]`: one upstream each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
+
+use super::{read_env, valid_name, ConfigError, Env, Secret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,4 +127,162 @@ pub struct CapabilityOverrides {
     /// `"max_tokens"` or `"max_completion_tokens"`.
     pub max_tokens_field: Option<String>,
     pub reasoning_history: Option<bool>,
+}
+
+/// Every provider's settings; their API keys go into `keys`. Returns the provider names.
+pub(super) fn validate(
+    providers: &mut [ProviderConfig],
+    env: Env,
+    keys: &mut HashMap<String, Secret>,
+) -> Result<HashSet<String>, ConfigError> {
+    let mut provider_names = HashSet::new();
+    for (i, p) in providers.iter_mut().enumerate() {
+        let at = |k: &str| format!("providers[{i}].{k}");
+        if !valid_name(&p.name) {
+            return Err(ConfigError::new(
+                at("name"),
+                "must be 1..64 chars of [A-Za-z0-9_.-]",
+            ));
+        }
+        if !provider_names.insert(p.name.clone()) {
+            return Err(ConfigError::new(
+                at("name"),
+                format!("duplicate provider \"{}\"", p.name),
+            ));
+        }
+        match p.kind {
+            ProviderKind::Anthropic | ProviderKind::Openai => {
+                let default = match p.kind {
+                    ProviderKind::Anthropic => "https://api.anthropic.com",
+                    _ => "https://api.openai.com/v1",
+                };
+                let url = p.base_url.get_or_insert_with(|| default.to_string());
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::new(
+                        at("base_url"),
+                        "must start with http:// or https://",
+                    ));
+                }
+                while url.ends_with('/') {
+                    url.pop();
+                }
+            }
+            ProviderKind::Mock => {
+                if p.base_url.is_some() {
+                    return Err(ConfigError::new(
+                        at("base_url"),
+                        "the mock provider has no upstream",
+                    ));
+                }
+                if p.chunk_chars == 0 {
+                    return Err(ConfigError::new(at("chunk_chars"), "must be at least 1"));
+                }
+            }
+        }
+        if p.kind != ProviderKind::Mock
+            && (p.reply.is_some()
+                || p.tool_mode != MockToolMode::None
+                || p.ttft_ms != 0
+                || p.chunk_delay_ms != 0)
+        {
+            return Err(ConfigError::new(
+                at("kind"),
+                "reply, tool_mode, ttft_ms and chunk_delay_ms are options of the mock kind only",
+            ));
+        }
+        if let Some(var) = &p.api_key_env {
+            let secret = read_env(env, at("api_key_env"), var)?;
+            keys.insert(p.name.clone(), secret);
+        }
+        for (j, t) in p.native_tools.iter().enumerate() {
+            if t != "web_search" && t != "web_fetch" {
+                return Err(ConfigError::new(
+                    format!("providers[{i}].native_tools[{j}]"),
+                    "must be web_search or web_fetch",
+                ));
+            }
+        }
+        if p.kind != ProviderKind::Anthropic && !p.native_tools.is_empty() {
+            return Err(ConfigError::new(
+                at("native_tools"),
+                "only anthropic providers run native tools",
+            ));
+        }
+        for name in p.headers.keys() {
+            let lower = name.to_ascii_lowercase();
+            if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::new(
+                    format!("providers[{i}].headers.{name}"),
+                    "not a valid header name",
+                ));
+            }
+            if matches!(
+                lower.as_str(),
+                "host" | "content-length" | "content-type" | "transfer-encoding"
+            ) {
+                return Err(ConfigError::new(
+                    format!("providers[{i}].headers.{name}"),
+                    "is set by the gateway",
+                ));
+            }
+        }
+        // A header that cannot be forwarded is a config error, not a silent drop: the
+        // operator who listed it expects it upstream.
+        if p.kind == ProviderKind::Mock && !p.forward_headers.is_empty() {
+            return Err(ConfigError::new(
+                at("forward_headers"),
+                "the mock provider has no upstream",
+            ));
+        }
+        for (j, name) in p.forward_headers.iter_mut().enumerate() {
+            let at = format!("providers[{i}].forward_headers[{j}]");
+            name.make_ascii_lowercase();
+            if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::new(at, "not a valid header name"));
+            }
+            if let Some(why) = forward_refusal(name) {
+                return Err(ConfigError::new(at, format!("\"{name}\" {why}")));
+            }
+        }
+        if let Some(r) = &p.capabilities.reasoning {
+            if r != "effort" && r != "none" {
+                return Err(ConfigError::new(
+                    at("capabilities.reasoning"),
+                    "must be \"effort\" or \"none\"",
+                ));
+            }
+        }
+        if p.capabilities.max_stop_sequences == Some(0) {
+            return Err(ConfigError::new(
+                at("capabilities.max_stop_sequences"),
+                "must be at least 1",
+            ));
+        }
+        // The anthropic kind forwards bodies as they are and the mock takes everything:
+        // overrides there would be silently ignored, so they are refused.
+        if p.kind != ProviderKind::Openai {
+            if p.capabilities != CapabilityOverrides::default() {
+                return Err(ConfigError::new(
+                    at("capabilities"),
+                    "applies to openai providers only",
+                ));
+            }
+            if p.stream_tool_calls != StreamToolCalls::Live {
+                return Err(ConfigError::new(
+                    at("stream_tool_calls"),
+                    "applies to openai providers only",
+                ));
+            }
+        }
+        if let Some(f) = &p.capabilities.max_tokens_field {
+            if f != "max_tokens" && f != "max_completion_tokens" {
+                return Err(ConfigError::new(
+                    at("capabilities.max_tokens_field"),
+                    "must be \"max_tokens\" or \"max_completion_tokens\"",
+                ));
+            }
+        }
+    }
+
+    Ok(provider_names)
 }

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ConfigError;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
@@ -89,5 +91,44 @@ impl Default for CircuitBreakerConfig {
             max_cooldown_secs: 300,
             rate_limit_cooldown_ms: 5000,
         }
+    }
+}
+
+impl TimeoutsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        for (k, v) in [
+            ("timeouts.connect_ms", self.connect_ms),
+            ("timeouts.ttft_ms", self.ttft_ms),
+            ("timeouts.attempt_ms", self.attempt_ms),
+            ("timeouts.idle_ms", self.idle_ms),
+            ("timeouts.total_ms", self.total_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(k, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RetryConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new("retry.max_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl CircuitBreakerConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.failure_ratio) {
+            return Err(ConfigError::new(
+                "circuit_breaker.failure_ratio",
+                "must be within 0..1",
+            ));
+        }
+
+        Ok(())
     }
 }

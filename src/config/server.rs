@@ -2,7 +2,9 @@
 
 use serde::Deserialize;
 
-use super::Strictness;
+use std::net::SocketAddr;
+
+use super::{ConfigError, Strictness, SUPPORTED_ANTHROPIC_VERSIONS};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,5 +65,45 @@ impl Default for StreamConfig {
             ping_interval_ms: 5000,
             usage_wait_ms: 2000,
         }
+    }
+}
+
+impl ServerConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new("server.listen", "must be an address like 127.0.0.1:8080")
+        })?;
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl DefaultsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !SUPPORTED_ANTHROPIC_VERSIONS.contains(&self.anthropic_version.as_str()) {
+            return Err(ConfigError::new(
+                "defaults.anthropic_version",
+                format!("must be one of {}", SUPPORTED_ANTHROPIC_VERSIONS.join(", ")),
+            ));
+        }
+
+        Ok(())
+    }
+}
+
+impl StreamConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.ping_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "stream.ping_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }

@@ -1,9 +1,9 @@
 //! Observability (gateway.md §11): Prometheus metrics, the SQLite request log, tracing spans.
 //!
-//! Every API request ends in exactly one [`record`] call with its [`RequestRecord`]: the
-//! `SessionActor` makes it when it stops, the HTTP handlers for requests refused before a session
-//! exists and for the other endpoints. That call updates the metrics, logs one `request` line and
-//! queues the log row.
+//! Every API request ends in exactly one [`record`] call with its [`RequestRecord`] (through
+//! `AppState::record`): the `SessionActor` makes it when it stops, the HTTP handlers for requests
+//! refused before a session exists and for the other endpoints. That call updates the metrics,
+//! logs one `request` line and queues the log row.
 
 pub mod metrics;
 pub mod record;
@@ -14,11 +14,9 @@ pub use metrics::Metrics;
 pub use record::{Endpoint, RequestRecord};
 pub use request_log::RequestLog;
 
-use crate::state::AppState;
-
 /// Accounts for one finished request: metrics, a log line, the request log row.
-pub fn record(state: &AppState, record: RequestRecord) {
-    state.metrics.observe(&record);
+pub fn record(metrics: &Metrics, log: Option<&RequestLog>, record: RequestRecord) {
+    metrics.observe(&record);
     tracing::info!(
         request_id = %record.request_id,
         endpoint = record.endpoint.as_str(),
@@ -37,7 +35,7 @@ pub fn record(state: &AppState, record: RequestRecord) {
         total_ms = record.total.as_millis() as u64,
         "request"
     );
-    if let Some(log) = &state.request_log {
+    if let Some(log) = log {
         log.push(record);
     }
 }

@@ -8,7 +8,19 @@ use serde_json::Value;
 use crate::config::Price;
 use crate::protocol::anthropic::{ServerToolUse, Usage};
 use crate::protocol::request::MessagesRequest;
-use crate::session::debug::AttemptRecord;
+
+/// One upstream attempt, as logs and debug output show it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub n: u32,
+    pub round: u32,
+    pub deployment: String,
+    pub status: Option<u16>,
+    pub class: Option<&'static str>,
+    pub duration: Duration,
+    pub retry_in: Option<Duration>,
+    pub upstream_request_id: Option<String>,
+}
 
 /// The API endpoint a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

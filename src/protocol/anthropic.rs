@@ -7,6 +7,23 @@ use serde_json::Value;
 
 use super::sse::encode_frame;
 
+/// One validation or strictness problem in `error.details` (messages-api.md §3.5): a dotted path
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorDetail {
+    pub param: String,
+    pub reason: String,
+}
+
+impl ErrorDetail {
+    pub fn new(param: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            param: param.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The four token counters. Missing or `null` upstream fields read as 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {

@@ -1,11 +1,9 @@
-//! What a deployment can honour (gateway.md §3) and the evaluation of a request against it: the
-//! list of `{param, reason}` that deployment would drop. Strictness modes act on that list
-//! (`crate::strictness`); translation records its own lossy steps in the same shape.
+//! What a deployment can honour (gateway.md §3), and the `{param, reason}` shape of what it
+//! drops. Evaluating a request against it is `strictness::evaluate` (crate root); translation
+//! records its own lossy steps in the same shape. A leaf: translation and strictness build on it.
 
 use serde::Serialize;
 
-use super::request::MessagesRequest;
-use super::translate::request::{build, RequestContext};
 use crate::config::{ProviderConfig, ProviderKind, StreamToolCalls};
 
 /// Why a parameter is not honoured as sent. The first four are the strictness reasons of
@@ -124,63 +122,9 @@ impl Capabilities {
     }
 }
 
-/// Extension fields that only OpenAI-compatible upstreams receive (gateway.md §3 last row).
-const OPENAI_ONLY_EXTENSIONS: [&str; 2] = ["prompt_cache_retention", "web_search_options"];
-
-/// Every parameter of `req` that a deployment with `caps` would drop, in request order.
-/// `has_session`: a session id exists, so a top-level `cache_control` becomes `prompt_cache_key`
-/// on OpenAI-compatible upstreams.
-pub fn evaluate(req: &MessagesRequest, caps: &Capabilities, has_session: bool) -> Vec<Warning> {
-    match caps.kind {
-        // The mock accepts everything and warns about nothing (gateway.md §3).
-        ProviderKind::Mock => Vec::new(),
-        ProviderKind::Anthropic => req
-            .fields
-            .keys()
-            .filter_map(|k| {
-                if req.unknown_fields.contains(k) {
-                    Some(Warning::new(k.clone(), Reason::UnknownParameter))
-                } else if OPENAI_ONLY_EXTENSIONS.contains(&k.as_str()) {
-                    Some(Warning::new(k.clone(), Reason::Unsupported))
-                } else {
-                    None
-                }
-            })
-            .collect(),
-        // One source of truth: the translator records what it drops, so evaluation is a build
-        // of the upstream request without serializing it.
-        ProviderKind::Openai => {
-            let ctx = RequestContext {
-                upstream_model: "",
-                caps,
-                stream: req.stream,
-                prompt_cache_key: has_session.then_some(""),
-            };
-            build(req, &ctx).warnings
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::request::parse_fields;
-    use crate::protocol::validate::{validate, ApiVersion};
-    use serde_json::json;
-
-    fn req(v: serde_json::Value) -> MessagesRequest {
-        validate(
-            parse_fields(v.to_string().as_bytes()).unwrap(),
-            ApiVersion::V2023_06_01,
-        )
-        .unwrap()
-    }
-
-    fn params(w: &[Warning]) -> Vec<String> {
-        w.iter()
-            .map(|w| format!("{}:{}", w.param, w.reason.as_str()))
-            .collect()
-    }
 
     fn caps(toml_text: &str) -> Capabilities {
         Capabilities::of(&toml::from_str(toml_text).unwrap())
@@ -199,54 +143,5 @@ mod tests {
         );
         assert!(v.top_k && v.reasoning_effort && v.max_completion_tokens && v.buffered_tool_calls);
         assert_eq!(v.max_stop_sequences, Some(8));
-    }
-
-    #[test]
-    fn evaluation_per_kind() {
-        let r = req(
-            json!({"model":"m","max_tokens":5,"top_k":3,"thinking":{"type":"enabled","budget_tokens":2048},
-            "stop_sequences":["a","b","c","d","e"],"service_tier":"auto","prompt_cache_retention":"24h","frobnicate":1,
-            "messages":[{"role":"user","content":"hi"}]}),
-        );
-        let openai = Capabilities::default_for(ProviderKind::Openai);
-        assert_eq!(
-            params(&evaluate(&r, &openai, false)),
-            [
-                "top_k:unsupported",
-                "thinking:unsupported",
-                "stop_sequences:truncated",
-                "frobnicate:unknown_parameter"
-            ]
-        );
-        let anthropic = Capabilities::default_for(ProviderKind::Anthropic);
-        assert_eq!(
-            params(&evaluate(&r, &anthropic, false)),
-            [
-                "prompt_cache_retention:unsupported",
-                "frobnicate:unknown_parameter"
-            ]
-        );
-        assert!(evaluate(&r, &Capabilities::default_for(ProviderKind::Mock), false).is_empty());
-        let vllm = caps(
-            "name=\"v\"\nkind=\"openai\"\ncapabilities={top_k=true,reasoning=\"effort\",max_stop_sequences=8}",
-        );
-        assert_eq!(
-            params(&evaluate(&r, &vllm, false)),
-            ["frobnicate:unknown_parameter"]
-        );
-    }
-
-    #[test]
-    fn top_level_cache_control_needs_a_session() {
-        let r = req(
-            json!({"model":"m","max_tokens":5,"cache_control":{"type":"ephemeral"},
-            "messages":[{"role":"user","content":"hi"}]}),
-        );
-        let openai = Capabilities::default_for(ProviderKind::Openai);
-        assert_eq!(
-            params(&evaluate(&r, &openai, false)),
-            ["cache_control:unsupported"]
-        );
-        assert!(evaluate(&r, &openai, true).is_empty());
     }
 }

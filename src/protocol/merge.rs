@@ -39,18 +39,6 @@ pub fn deep_merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// `provider_options.<kind>` of a request body, when it is an object.
-pub fn options_for(
-    provider_options: Option<&serde_json::value::RawValue>,
-    kind: &str,
-) -> Option<Map<String, Value>> {
-    let v: Value = serde_json::from_str(provider_options?.get()).ok()?;
-    match v.get(kind)? {
-        Value::Object(m) => Some(m.clone()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

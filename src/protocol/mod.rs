@@ -3,6 +3,7 @@
 pub mod accumulate;
 pub mod anthropic;
 pub mod capabilities;
+pub mod extensions;
 pub mod merge;
 pub mod openai;
 pub mod request;

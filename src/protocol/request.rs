@@ -6,6 +6,8 @@ use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::extensions::Extensions;
+
 /// Top-level fields in arrival order, each with its original bytes. Every request builds and
 /// probes this map about twenty times, so it uses foldhash (randomly seeded per process) rather
 /// than SipHash.
@@ -46,6 +48,18 @@ pub const ANTHROPIC_FIELDS: [&str; 20] = [
     "context_management",
 ];
 
+/// The tool name in a gateway tool type (`gateway:web_search`, `ai-stats:web_search` →
+/// `web_search`; gateway.md §5.1). The one test for the two prefixes.
+pub fn gateway_tool_name(ty: &str) -> Option<&str> {
+    ty.strip_prefix("gateway:")
+        .or_else(|| ty.strip_prefix("ai-stats:"))
+}
+
+/// Whether a tool `type` is a gateway tool type (`gateway:*`, `ai-stats:*`).
+pub fn is_gateway_tool_type(ty: &str) -> bool {
+    gateway_tool_name(ty).is_some()
+}
+
 /// Why a body is not a JSON object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyError(pub String);
@@ -79,6 +93,8 @@ pub struct MessagesRequest {
     pub tool_choice: Option<Value>,
     /// Top-level keys that are neither Anthropic fields nor gateway extensions (strictness).
     pub unknown_fields: Vec<String>,
+    /// The gateway extensions, typed; their fields stay in `fields` but are never forwarded.
+    pub extensions: Extensions,
 }
 
 impl MessagesRequest {
@@ -110,12 +126,12 @@ impl MessagesRequest {
     pub fn anthropic_body(&self, upstream_model: &str, skip: &[&str]) -> Vec<u8> {
         let unsigned = self.without_unsigned_thinking();
         let out = self.write_anthropic_body(upstream_model, skip, unsigned.as_deref());
-        match super::merge::options_for(self.field("provider_options"), "anthropic") {
+        match &self.extensions.provider_options.anthropic {
             None => out,
             Some(patch) => {
                 let mut body: Value =
                     serde_json::from_slice(&out).expect("the body just written is JSON");
-                super::merge::merge_top_level(&mut body, &patch);
+                super::merge::merge_top_level(&mut body, patch);
                 serde_json::to_vec(&body).expect("Value serializes")
             }
         }
@@ -236,6 +252,7 @@ mod tests {
             tools: vec![],
             tool_choice: None,
             unknown_fields: vec![],
+            extensions: Extensions::default(),
         };
         let out = String::from_utf8(req.anthropic_body("up-1", &[])).unwrap();
         assert_eq!(
@@ -259,6 +276,15 @@ mod tests {
             tools: vec![],
             tool_choice: None,
             unknown_fields: vec![],
+            extensions: Extensions {
+                provider_options: super::super::extensions::ProviderOptions {
+                    anthropic: serde_json::json!({"top_k":3,"model":"no"})
+                        .as_object()
+                        .cloned(),
+                    openai: None,
+                },
+                ..Extensions::default()
+            },
         };
         let out: Value = serde_json::from_slice(&req.anthropic_body("up", &[])).unwrap();
         assert_eq!(

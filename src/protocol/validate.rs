@@ -2,6 +2,8 @@
 //! collects every problem with its dotted path and zero-based indices; the first becomes the error
 //! message (§3.5). Unknown keys inside known objects are not errors: they are forwarded to
 //! Anthropic upstreams, which judge them. Optional fields sent as `null` count as absent.
+//! Gateway tool declarations, the options of native web shapes and `tool_choice` have one rule
+//! set, in the tool layer (`tools/declare.rs`, `tools/choice.rs`), checked after this walk.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -9,8 +11,11 @@ use std::fmt;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-use super::request::{MessagesRequest, RawFields, ANTHROPIC_FIELDS, EXTENSION_FIELDS};
-use crate::error::ErrorDetail;
+use super::anthropic::ErrorDetail;
+use super::extensions::{parse_routing, DebugFlags, Extensions};
+use super::request::{
+    is_gateway_tool_type, MessagesRequest, RawFields, ANTHROPIC_FIELDS, EXTENSION_FIELDS,
+};
 
 /// The effective `anthropic-version` (messages-api.md §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,25 +297,6 @@ impl<'v> Turns<'v> {
     }
 }
 
-/// The names a `tool_choice` of type `tool` may use.
-struct Declared<'v> {
-    names: HashSet<&'v str>,
-    /// Short names of declared gateway tools (`web_search` for `gateway:web_search`).
-    gateway: Vec<&'v str>,
-}
-
-impl Declared<'_> {
-    fn allows(&self, name: &str) -> bool {
-        // Gateway tool names (type strings, short or internal `gateway_…` names) are rewritten by
-        // the tool layer, which also refuses unknown ones (gateway.md §5.2); here any name that may
-        // be one passes.
-        self.names.contains(name)
-            || name.starts_with("gateway")
-            || name.contains(':')
-            || self.gateway.contains(&name)
-    }
-}
-
 struct Checker {
     version: ApiVersion,
     details: Vec<ErrorDetail>,
@@ -389,8 +375,8 @@ fn validate_body(
         }
     };
 
-    // Tools before tool_choice, which names them; tools → system → messages is also the cache
-    // prefix order in which breakpoints are counted, so "the 5th" is well defined.
+    // Tools → system → messages is the cache prefix order in which breakpoints are counted, so
+    // "the 5th" is well defined.
     let tools = match c.parse_opt(&fields, "tools") {
         None => Vec::new(),
         Some(Value::Array(t)) => t,
@@ -399,12 +385,10 @@ fn validate_body(
             Vec::new()
         }
     };
-    let declared = c.tools(&tools);
+    c.tools(&tools);
+    // Its forms and the names it may use are the tool layer's (tools/choice.rs), which knows
+    // the gateway tools.
     let tool_choice = c.parse_opt(&fields, "tool_choice");
-    if let Some(tc) = &tool_choice {
-        c.tool_choice(tc, &declared);
-    }
-    drop(declared); // it borrows `tools`, which moves into the request
 
     let system = c.parse_opt(&fields, "system");
     if let Some(s) = &system {
@@ -427,7 +411,7 @@ fn validate_body(
     };
 
     c.top_level(&fields);
-    c.extensions(&fields);
+    let extensions = c.extensions(&fields);
 
     if !c.details.is_empty() {
         return Err(c.details);
@@ -449,6 +433,7 @@ fn validate_body(
         tools,
         tool_choice,
         unknown_fields,
+        extensions,
     })
 }
 
@@ -539,14 +524,6 @@ impl Checker {
         match obj.get(key) {
             None | Some(Value::Null | Value::Bool(_)) => {}
             Some(_) => self.fail(&at.key(key), "must be a boolean"),
-        }
-    }
-
-    fn opt_int_min(&mut self, at: &At, obj: &Map<String, Value>, key: &str, min: u64) {
-        match obj.get(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v >= min) => {}
-            Some(_) => self.fail(&at.key(key), format!("must be an integer >= {min}")),
         }
     }
 
@@ -733,42 +710,69 @@ impl Checker {
         self.raw_type(fields, "context_management", b"{", "must be an object");
     }
 
-    /// Gateway extensions validated here (gateway.md §4). `provider`/`routing` are validated
-    /// where routing uses them.
-    fn extensions(&mut self, fields: &RawFields) {
+    /// Gateway extensions (gateway.md §4), parsed into their types.
+    fn extensions(&mut self, fields: &RawFields) -> Extensions {
+        let mut ext = Extensions::default();
         match self.parse_opt(fields, "session_id") {
             None => {}
-            Some(Value::String(s)) if !char_len_in(&s, 1, 256) => {
+            Some(Value::String(s)) if !is_session_id(&s) => {
                 self.fail(&At::root("session_id"), "must be 1..256 characters");
             }
-            Some(Value::String(_)) => {}
+            Some(Value::String(s)) => ext.session_id = Some(s),
             Some(_) => self.fail(&At::root("session_id"), "must be a string"),
         }
         match self.parse_opt(fields, "debug") {
             None => {}
             Some(Value::Object(flags)) => {
                 let root = At::root("debug");
+                let mut on = false;
+                let mut debug = DebugFlags::default();
                 for (k, v) in &flags {
-                    if !DEBUG_FLAGS.contains(&k.as_str()) {
+                    let Some(&flag) = DEBUG_FLAGS.iter().find(|f| **f == k.as_str()) else {
                         self.fail(&root.key(k), "unknown field");
-                    } else if !v.is_boolean() {
+                        continue;
+                    };
+                    let Some(set) = v.as_bool() else {
                         self.fail(&root.key(k), "must be a boolean");
+                        continue;
+                    };
+                    on |= set;
+                    match flag {
+                        "return_upstream_request" => debug.upstream_request = set,
+                        "return_upstream_response" => debug.upstream_response = set,
+                        "trace" => debug.trace = set,
+                        _ => {} // `enabled`
                     }
                 }
+                // Any true flag enables debug output.
+                ext.debug = on.then_some(debug);
             }
             Some(_) => self.fail(&At::root("debug"), "must be an object"),
+        }
+        let provider = self.parse(fields, "provider");
+        let routing = self.parse(fields, "routing");
+        match parse_routing(provider.as_ref(), routing.as_ref()) {
+            Ok(prefs) => ext.routing = prefs,
+            Err(details) => {
+                let room = MAX_DETAILS.saturating_sub(self.details.len());
+                self.details.extend(details.into_iter().take(room));
+            }
         }
         match self.parse_opt(fields, "provider_options") {
             None => {}
             Some(Value::Object(kinds)) => {
                 let root = At::root("provider_options");
-                for (kind, options) in &kinds {
-                    let at = root.key(kind);
-                    if kind != "anthropic" && kind != "openai" {
-                        self.fail(&at, "unknown key; use anthropic or openai");
-                        continue;
-                    }
-                    let Some(options) = options.as_object() else {
+                for (kind, options) in kinds {
+                    let at = root.key(&kind);
+                    let slot = match kind.as_str() {
+                        "anthropic" => &mut ext.provider_options.anthropic,
+                        "openai" => &mut ext.provider_options.openai,
+                        _ => {
+                            self.fail(&at, "unknown key; use anthropic or openai");
+                            continue;
+                        }
+                    };
+                    let Value::Object(options) = options else {
                         self.fail(&at, "must be an object");
                         continue;
                     };
@@ -777,6 +781,7 @@ impl Checker {
                             self.fail(&at.key(k), "may not be set through provider_options");
                         }
                     }
+                    *slot = Some(options);
                 }
             }
             Some(_) => self.fail(&At::root("provider_options"), "must be an object"),
@@ -793,6 +798,7 @@ impl Checker {
             None | Some(Value::Null | Value::Object(_)) => {}
             Some(_) => self.fail(&At::root("web_search_options"), "must be an object"),
         }
+        ext
     }
 
     fn system(&mut self, system: &Value) {
@@ -1083,12 +1089,11 @@ impl Checker {
         }
     }
 
-    fn tools<'v>(&mut self, tools: &'v [Value]) -> Declared<'v> {
+    /// Custom and Anthropic versioned tools, and unique names. Gateway tools and the options
+    /// of native web shapes are the tool layer's (tools/declare.rs): one rule set for both.
+    fn tools(&mut self, tools: &[Value]) {
         let root = At::root("tools");
-        let mut declared = Declared {
-            names: HashSet::with_capacity(tools.len()),
-            gateway: Vec::new(),
-        };
+        let mut names = HashSet::with_capacity(tools.len());
         for (i, t) in tools.iter().enumerate() {
             let at = root.idx(i);
             let Some(obj) = t.as_object() else {
@@ -1099,18 +1104,13 @@ impl Checker {
             let name = match obj.get("type") {
                 None | Some(Value::Null) => self.custom_tool(&at, obj),
                 Some(Value::String(ty)) if ty == "custom" => self.custom_tool(&at, obj),
-                Some(Value::String(ty)) if is_gateway_type(ty) => {
-                    // Validated by the tool layer (gateway.md §5).
-                    if let Some((_, short)) = ty.split_once(':') {
-                        declared.gateway.push(short);
-                    }
-                    None
-                }
+                // Validated by the tool layer (gateway.md §5).
+                Some(Value::String(ty)) if is_gateway_tool_type(ty) => None,
                 Some(Value::String(ty)) if is_versioned_type(ty) => {
                     if ty.starts_with("web_search_") {
-                        self.web_tool(&at, obj, "web_search")
+                        self.constant_name(&at, obj, "web_search")
                     } else if ty.starts_with("web_fetch_") {
-                        self.web_tool(&at, obj, "web_fetch")
+                        self.constant_name(&at, obj, "web_fetch")
                     } else {
                         self.opt_str(&at, obj, "name")
                     }
@@ -1125,7 +1125,7 @@ impl Checker {
                 }
             };
             if let Some(name) = name {
-                if !declared.names.insert(name) {
+                if !names.insert(name) {
                     self.fail(
                         &at.key("name"),
                         format!("duplicate tool name {}", quoted(name)),
@@ -1133,7 +1133,6 @@ impl Checker {
                 }
             }
         }
-        declared
     }
 
     /// A custom tool (§3.4); returns its name when valid.
@@ -1168,127 +1167,36 @@ impl Checker {
         name
     }
 
-    /// `web_search_*` / `web_fetch_*` (messages-api.md §7.1); returns the name when valid.
-    fn web_tool<'v>(
+    /// The constant `name` of `web_search_*` / `web_fetch_*` (messages-api.md §7.1); their
+    /// options are the tool layer's.
+    fn constant_name<'v>(
         &mut self,
         at: &At,
         obj: &'v Map<String, Value>,
         constant: &str,
     ) -> Option<&'v str> {
-        let name = self.req_str(at, obj, "name");
-        let name = match name {
+        match self.req_str(at, obj, "name") {
             Some(n) if n != constant => {
                 self.fail(&at.key("name"), format!("must be {constant:?}"));
                 None
             }
             n => n,
-        };
-        self.opt_int_min(at, obj, "max_uses", 1);
-        let allowed = self.domains(at, obj, "allowed_domains");
-        let blocked = self.domains(at, obj, "blocked_domains");
-        if allowed && blocked {
-            self.fail(
-                &at.key("blocked_domains"),
-                "cannot be used together with allowed_domains",
-            );
         }
-        if constant == "web_fetch" {
-            self.citations_config(at, obj);
-            self.opt_int_min(at, obj, "max_content_tokens", 1);
-        } else if let Some(loc) = self.opt_object(at, obj, "user_location") {
-            self.user_location(&at.key("user_location"), loc);
-        }
-        name
     }
+}
 
-    /// A domain list: strings without a scheme. Returns whether it is present.
-    fn domains(&mut self, at: &At, obj: &Map<String, Value>, key: &str) -> bool {
-        match obj.get(key) {
-            None | Some(Value::Null) => false,
-            Some(Value::Array(list)) => {
-                let at = at.key(key);
-                for (i, d) in list.iter().enumerate() {
-                    match d {
-                        Value::String(d) if !d.is_empty() && !d.contains("://") => {}
-                        _ => self.fail(&at.idx(i), "must be a domain without a scheme"),
-                    }
-                }
-                true
-            }
-            Some(_) => {
-                self.fail(&at.key(key), "must be an array");
-                true
-            }
-        }
-    }
+/// The body's `session_id` when it is a valid one (gateway.md §4), read on its own so that a
+/// request refused for any other reason still logs its session.
+pub fn session_id(fields: &RawFields) -> Option<String> {
+    let raw = fields.get("session_id")?;
+    serde_json::from_str::<String>(raw.get())
+        .ok()
+        .filter(|s| is_session_id(s))
+}
 
-    fn user_location(&mut self, at: &At, loc: &Map<String, Value>) {
-        if let Some(t) = self.req_str(at, loc, "type") {
-            if t != "approximate" {
-                self.fail(&at.key("type"), "must be \"approximate\"");
-            }
-        }
-        for key in ["city", "region", "country", "timezone"] {
-            let Some(s) = self.opt_str(at, loc, key) else {
-                continue;
-            };
-            if !char_len_in(s, 1, 255) {
-                self.fail(&at.key(key), "must be 1..255 characters");
-            } else if key == "country"
-                && !(s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()))
-            {
-                self.fail(&at.key(key), "must be an ISO 3166-1 alpha-2 code");
-            } else if key == "timezone" && s.parse::<chrono_tz::Tz>().is_err() {
-                self.fail(&at.key(key), "must be an IANA time zone");
-            }
-        }
-    }
-
-    /// §3.4 and gateway.md §5.2.
-    fn tool_choice(&mut self, choice: &Value, declared: &Declared) {
-        let at = At::root("tool_choice");
-        let obj = match choice {
-            // Bare strings are rewritten to their object form by the tool layer.
-            Value::String(s) => {
-                if !matches!(s.as_str(), "auto" | "any" | "none") && !is_gateway_type(s) {
-                    self.fail(&at, "must be one of auto, any, none or a gateway tool type");
-                }
-                return;
-            }
-            Value::Object(obj) => obj,
-            _ => {
-                self.fail(&at, "must be an object or a string");
-                return;
-            }
-        };
-        match self.req_str(&at, obj, "type") {
-            Some("auto" | "any") => self.opt_bool(&at, obj, "disable_parallel_tool_use"),
-            Some("tool") => {
-                if let Some(name) = self.req_str(&at, obj, "name") {
-                    if !declared.allows(name) {
-                        self.fail(
-                            &at.key("name"),
-                            format!("{} is not a declared tool", quoted(name)),
-                        );
-                    }
-                }
-                self.opt_bool(&at, obj, "disable_parallel_tool_use");
-            }
-            Some("none")
-                if obj
-                    .get("disable_parallel_tool_use")
-                    .is_some_and(|v| !v.is_null()) =>
-            {
-                self.fail(
-                    &at.key("disable_parallel_tool_use"),
-                    "not allowed with type none",
-                );
-            }
-            Some("none") => {}
-            Some(_) => self.fail(&at.key("type"), "must be one of auto, any, tool, none"),
-            None => {}
-        }
-    }
+/// `session_id`: a string of 1..256 characters.
+fn is_session_id(s: &str) -> bool {
+    char_len_in(s, 1, 256)
 }
 
 /// `"must be one of a, b"`.
@@ -1297,7 +1205,7 @@ fn one_of(allowed: &[&str]) -> String {
 }
 
 /// A client string quoted for an error message, cut so a huge value cannot bloat the error.
-fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     const MAX: usize = 64;
     match s.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{:?}...", &s[..cut]),
@@ -1333,11 +1241,6 @@ fn is_server_tool_id(s: &str) -> bool {
     s.strip_prefix("srvtoolu_").is_some_and(|rest| {
         !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     })
-}
-
-/// Gateway tool types (`gateway:*`, `ai-stats:*`; gateway.md §5).
-fn is_gateway_type(ty: &str) -> bool {
-    ty.starts_with("gateway:") || ty.starts_with("ai-stats:")
 }
 
 /// Anthropic versioned tool types: `<name>_<YYYYMMDD>` (`web_search_20250305`, `bash_20250124`).
@@ -1473,6 +1376,9 @@ mod tests {
             // Gateway extensions (gateway.md §4).
             ("session_id empty", V23, body(json!({"session_id":""})), vec![("session_id", "must be 1..256 characters")]),
             ("session_id long", V23, body(json!({"session_id":long})), vec![("session_id", "must be 1..256 characters")]),
+            ("provider unknown key", V23, body(json!({"provider":{"order":["x"],"nonsense":1}})), vec![("provider.nonsense", "unknown key")]),
+            ("routing not an object", V23, body(json!({"routing":"?"})), vec![("routing", "must be an object")]),
+            ("routing sort", V23, body(json!({"provider":{"sort":"price"},"routing":{"sort":"cheap"}})), vec![("routing.sort", "must be one of price, latency, throughput")]),
             ("provider_options not an object", V23, body(json!({"provider_options":7})), vec![("provider_options", "must be an object")]),
             ("provider_options unknown kind", V23, body(json!({"provider_options":{"bedrock":{}}})), vec![("provider_options.bedrock", "unknown key; use anthropic or openai")]),
             ("provider_options protected key", V23, body(json!({"provider_options":{"openai":{"model":"x","stream":true}}})),
@@ -1582,19 +1488,6 @@ mod tests {
             ("tool type bad date", V23, tools(json!([{"type":"bash_2025","name":"bash"}])), vec![("tools.0.type", "unknown tool type \"bash_2025\"")]),
             ("versioned name clash", V23, tools(json!([weather("web_search"), {"type":"web_search_20250305","name":"web_search"}])), vec![("tools.1.name", "duplicate tool name \"web_search\"")]),
             ("web_search name", V23, tools(json!([{"type":"web_search_20250305","name":"search"}])), vec![("tools.0.name", "must be \"web_search\"")]),
-            ("web_search max_uses", V23, tools(json!([{"type":"web_search_20250305","name":"web_search","max_uses":0}])), vec![("tools.0.max_uses", "must be an integer >= 1")]),
-            ("web_search both domain lists", V23, tools(json!([{"type":"web_search_20250305","name":"web_search","allowed_domains":["a.org"],"blocked_domains":["b.org"]}])), vec![("tools.0.blocked_domains", "cannot be used together with allowed_domains")]),
-            ("web_search domain scheme", V23, tools(json!([{"type":"web_search_20250305","name":"web_search","allowed_domains":["https://a.org"]}])), vec![("tools.0.allowed_domains.0", "must be a domain without a scheme")]),
-            ("web_search location", V23, tools(json!([{"type":"web_search_20250305","name":"web_search","user_location":{"type":"exact","country":"USA","timezone":"Mars/Base","city":""}}])), vec![("tools.0.user_location.type", "must be \"approximate\""), ("tools.0.user_location.city", "must be 1..255 characters"), ("tools.0.user_location.country", "must be an ISO 3166-1 alpha-2 code"), ("tools.0.user_location.timezone", "must be an IANA time zone")]),
-            ("web_fetch options", V23, tools(json!([{"type":"web_fetch_20250910","name":"web_fetch","max_content_tokens":0,"citations":{"enabled":"y"}}])), vec![("tools.0.citations.enabled", "must be a boolean"), ("tools.0.max_content_tokens", "must be an integer >= 1")]),
-            // tool_choice (§3.4, gateway.md §5.2).
-            ("tool_choice undeclared", V23, body(json!({"tools":[weather("w")],"tool_choice":{"type":"tool","name":"nope"}})), vec![("tool_choice.name", "\"nope\" is not a declared tool")]),
-            ("tool_choice name missing", V23, body(json!({"tools":[weather("w")],"tool_choice":{"type":"tool"}})), vec![("tool_choice.name", "field required")]),
-            ("tool_choice none parallel", V23, body(json!({"tool_choice":{"type":"none","disable_parallel_tool_use":true}})), vec![("tool_choice.disable_parallel_tool_use", "not allowed with type none")]),
-            ("tool_choice parallel type", V23, body(json!({"tool_choice":{"type":"auto","disable_parallel_tool_use":"yes"}})), vec![("tool_choice.disable_parallel_tool_use", "must be a boolean")]),
-            ("tool_choice string", V23, body(json!({"tool_choice":"required"})), vec![("tool_choice", "must be one of auto, any, none or a gateway tool type")]),
-            ("tool_choice type", V23, body(json!({"tool_choice":{"type":"function"}})), vec![("tool_choice.type", "must be one of auto, any, tool, none")]),
-            ("tool_choice number", V23, body(json!({"tool_choice":1})), vec![("tool_choice", "must be an object or a string")]),
             // Every problem is listed, in walk order.
             ("many problems", V23, r#"{"model":"","max_tokens":-1,"tools":[{"name":"a b","input_schema":{"type":"object"}}],"messages":[{"role":"bot","content":"x"},{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/tiff","data":""}}]}],"top_k":0,"session_id":""}"#.to_string(),
                 vec![("model", "must be 1..256 characters"), ("max_tokens", "must be an integer >= 1"), ("tools.0.name", "must match ^[a-zA-Z0-9_-]{1,128}$"), ("messages.0.role", "must be one of user, assistant, system"), ("messages.1.content.0.source.media_type", "must be one of image/jpeg, image/png, image/gif, image/webp"), ("top_k", "must be an integer >= 1"), ("session_id", "must be 1..256 characters")]),
@@ -1629,7 +1522,7 @@ mod tests {
                 "mcp_servers":[{"type":"url","url":"https://mcp.example","name":"x"}],"output_config":{"format":{"type":"json_schema"}},
                 "inference_geo":"us","context_management":null,"tool_choice":null,"tools":null}"#.to_string()),
             ("disabled thinking, object container", V23, body(json!({"thinking":{"type":"disabled"},"container":{"id":"c"}}))),
-            ("extensions routing validates", V23, body(json!({"provider":{"order":["x"],"nonsense":1},"routing":"?","provider_options":{"openai":{"seed":1},"anthropic":{}},"prompt_cache_retention":"24h","web_search_options":{},"session_id":"s-1","debug":{"enabled":true,"trace":false,"return_upstream_request":true,"return_upstream_response":false}}))),
+            ("extensions routing validates", V23, body(json!({"provider":{"order":["x"],"sort":"price"},"routing":{"allow_fallbacks":false},"provider_options":{"openai":{"seed":1},"anthropic":{}},"prompt_cache_retention":"24h","web_search_options":{},"session_id":"s-1","debug":{"enabled":true,"trace":false,"return_upstream_request":true,"return_upstream_response":false}}))),
             ("unknown top-level key is strictness", V23, body(json!({"frobnicate":true}))),
             ("final assistant prefill may be empty", V23, msgs(json!([{"role":"user","content":"a"},{"role":"assistant","content":""}]))),
             ("consecutive same-role messages", V23, msgs(json!([{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"assistant","content":"c"},{"role":"assistant","content":"d"}]))),
@@ -1701,15 +1594,6 @@ mod tests {
                 ],
                 "tool_choice":{"type":"tool","name":"bash","disable_parallel_tool_use":true}
             }))),
-            ("tool_choice forms", V23, body(json!({"tool_choice":"auto"}))),
-            ("tool_choice none", V23, body(json!({"tool_choice":{"type":"none"}}))),
-            ("tool_choice any", V23, body(json!({"tools":[weather("w")],"tool_choice":{"type":"any","disable_parallel_tool_use":false}}))),
-            ("tool_choice gateway type string", V23, body(json!({"tool_choice":"gateway:datetime"}))),
-            ("tool_choice ai-stats type string", V23, body(json!({"tool_choice":"ai-stats:web_search"}))),
-            ("tool_choice gateway type", V23, body(json!({"tools":[{"type":"gateway:datetime"}],"tool_choice":{"type":"tool","name":"gateway:datetime"}}))),
-            ("tool_choice gateway internal name", V23, body(json!({"tool_choice":{"type":"tool","name":"gateway_advisor_reviewer"}}))),
-            ("tool_choice gateway short name", V23, body(json!({"tools":[{"type":"gateway:web_search"}],"tool_choice":{"type":"tool","name":"web_search"}}))),
-            ("tool_choice custom", V23, body(json!({"tools":[weather("w")],"tool_choice":{"type":"tool","name":"w"}}))),
             // 2023-06-01 leaves these to the upstream (§2.2 makes them errors from 2026-10-21 only).
             ("2023 sampling", V23, body(json!({"temperature":1.0,"top_p":0.9,"top_k":40}))),
             ("2023 assistant document", V23, assistant(json!([{"type":"document","source":{"type":"text","media_type":"text/plain","data":"d"}}]))),
@@ -1789,6 +1673,57 @@ mod tests {
         assert_eq!(r.tool_choice, Some(json!("auto")));
         assert_eq!(r.messages, vec![json!({"role":"user","content":"hi"})]);
         assert_eq!(r.unknown_fields, ["zz"]);
+    }
+
+    #[test]
+    fn extensions_are_typed() {
+        let r = run(&body(json!({})), V23).unwrap();
+        assert_eq!(r.extensions, Extensions::default());
+        let r = run(
+            &body(json!({
+                "session_id":"s-1",
+                "debug":{"enabled":false,"return_upstream_response":true},
+                "provider":{"order":["a"],"sort":"latency"},"routing":{"allow_fallbacks":false},
+                "provider_options":{"openai":{"seed":1}}
+            })),
+            V23,
+        )
+        .unwrap();
+        let ext = &r.extensions;
+        assert_eq!(ext.session_id.as_deref(), Some("s-1"));
+        assert_eq!(
+            ext.debug,
+            Some(DebugFlags {
+                upstream_request: false,
+                upstream_response: true,
+                trace: false
+            })
+        );
+        assert_eq!(ext.routing.order, ["a"]);
+        assert!(!ext.routing.allow_fallbacks);
+        assert_eq!(ext.routing.source, "routing");
+        assert_eq!(
+            ext.provider_options.openai,
+            json!({"seed":1}).as_object().cloned()
+        );
+        assert_eq!(ext.provider_options.anthropic, None);
+        // Only true flags turn debug on; `enabled: true` alone asks for no extras.
+        let debug = |d: Value| {
+            run(&body(json!({ "debug": d })), V23)
+                .unwrap()
+                .extensions
+                .debug
+        };
+        assert_eq!(debug(json!({"enabled":false,"trace":false})), None);
+        assert_eq!(debug(json!({"enabled":true})), Some(DebugFlags::default()));
+        // The body's session id is read on its own for refused requests, with the same rule.
+        let id = |v: Value| {
+            session_id(&parse_fields(body(json!({ "session_id": v })).as_bytes()).unwrap())
+        };
+        assert_eq!(id(json!("s")), Some("s".into()));
+        assert_eq!(id(json!("")), None);
+        assert_eq!(id(json!(repeat('x', 257))), None);
+        assert_eq!(id(json!(7)), None);
     }
 
     #[test]

@@ -294,7 +294,7 @@ mod tests {
     }
 
     fn prefs(v: serde_json::Value) -> RoutingPrefs {
-        preferences::parse(Some(&v), None, &|_| true).unwrap()
+        crate::protocol::extensions::parse_routing(Some(&v), None).unwrap()
     }
 
     /// `select` with routing preferences `v` and no capability filter.

@@ -8,26 +8,11 @@ use serde_json::{json, Map, Value};
 use crate::error::ErrorDetail;
 use crate::providers::SentRequest;
 
-/// The client's `debug` flags; any true flag enables debug output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DebugFlags {
-    pub upstream_request: bool,
-    pub upstream_response: bool,
-    pub trace: bool,
-}
+/// Parsed by validation with the other extensions.
+pub use crate::protocol::extensions::DebugFlags;
 
-/// One upstream attempt, as logs and debug output show it.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub n: u32,
-    pub round: u32,
-    pub deployment: String,
-    pub status: Option<u16>,
-    pub class: Option<&'static str>,
-    pub duration: Duration,
-    pub retry_in: Option<Duration>,
-    pub upstream_request_id: Option<String>,
-}
+/// Kept with the request record, which owns the attempt log.
+pub use crate::observability::record::AttemptRecord;
 
 /// Collects what only debug output needs.
 #[derive(Debug)]

@@ -1051,7 +1051,7 @@ impl SessionActor {
                 .saturating_duration_since(s),
             None => Duration::ZERO,
         };
-        observability::record(&self.state, r);
+        self.state.record(r);
     }
 
     /// The request was cut by the server's shutdown: 503 if nothing was sent yet.

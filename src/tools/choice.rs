@@ -3,9 +3,10 @@
 
 use serde_json::{json, Value};
 
-use super::declare::{native_kind, ToolSet};
+use super::declare::{is_tool_layer_type, ToolSet};
 use super::ToolKind;
 use crate::error::{ErrorDetail, GatewayError};
+use crate::protocol::validate::quoted;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChoiceMode {
@@ -32,77 +33,27 @@ pub struct ToolChoice {
     pub disable_parallel_tool_use: Option<bool>,
 }
 
-fn invalid(param: &str, reason: impl Into<String>) -> GatewayError {
-    GatewayError::from_details(vec![ErrorDetail::new(param, reason)])
+/// `"<name>" is not a declared tool`, with the client's name cut short.
+fn undeclared(name: &str) -> String {
+    format!("{} is not a declared tool", quoted(name))
 }
 
 impl ToolChoice {
-    /// Validates the request's `tool_choice` against its tools. `None` when absent.
+    /// Validates the request's `tool_choice` against its tools (messages-api.md §3.4, gateway.md
+    /// §5.2): the one rule set, with every problem as a detail. `None` when absent.
     pub fn parse(
         choice: Option<&Value>,
         request_tools: &[Value],
         set: &ToolSet,
     ) -> Result<Option<Self>, GatewayError> {
-        let Some(choice) = choice.filter(|c| !c.is_null()) else {
-            return Ok(None);
-        };
-        let simple = |mode, dp| ToolChoice {
-            mode,
-            target: None,
-            disable_parallel_tool_use: dp,
-        };
-        match choice {
-            Value::String(s) => match s.as_str() {
-                "auto" => Ok(Some(simple(ChoiceMode::Auto, None))),
-                "any" => Ok(Some(simple(ChoiceMode::Any, None))),
-                "none" => Ok(Some(simple(ChoiceMode::None, None))),
-                other => match ToolKind::from_type_alias(other) {
-                    Some(kind) => Ok(Some(ToolChoice {
-                        mode: ChoiceMode::Tool,
-                        target: Some(gateway_target(set, kind, None, other)?),
-                        disable_parallel_tool_use: None,
-                    })),
-                    None => Err(invalid(
-                        "tool_choice",
-                        "must be \"auto\", \"any\", \"none\", a gateway tool type or a tool choice object",
-                    )),
-                },
-            },
-            Value::Object(obj) => {
-                let dp = match obj.get("disable_parallel_tool_use") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::Bool(b)) => Some(*b),
-                    Some(_) => {
-                        return Err(invalid(
-                            "tool_choice.disable_parallel_tool_use",
-                            "must be a boolean",
-                        ))
-                    }
-                };
-                match obj.get("type").and_then(Value::as_str) {
-                    Some("auto") => Ok(Some(simple(ChoiceMode::Auto, dp))),
-                    Some("any") => Ok(Some(simple(ChoiceMode::Any, dp))),
-                    Some("none") => Ok(Some(simple(ChoiceMode::None, None))),
-                    Some("tool") => {
-                        let Some(name) = obj.get("name").and_then(Value::as_str) else {
-                            return Err(invalid("tool_choice.name", "field required"));
-                        };
-                        Ok(Some(ToolChoice {
-                            mode: ChoiceMode::Tool,
-                            target: Some(resolve_name(name, request_tools, set)?),
-                            disable_parallel_tool_use: dp,
-                        }))
-                    }
-                    _ => Err(invalid(
-                        "tool_choice.type",
-                        "must be one of auto, any, tool, none",
-                    )),
-                }
-            }
-            _ => Err(invalid(
-                "tool_choice",
-                "must be a string or a tool choice object",
-            )),
+        let mut details = Vec::new();
+        let parsed = choice
+            .filter(|c| !c.is_null())
+            .and_then(|c| parse_choice(c, request_tools, set, &mut details));
+        if details.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(GatewayError::from_details(details))
         }
     }
 
@@ -137,60 +88,142 @@ impl ToolChoice {
     }
 }
 
-/// The first declared tool of `kind` (the advisor alias means the first advisor).
-fn gateway_target(
-    set: &ToolSet,
-    kind: ToolKind,
-    exact: Option<&str>,
-    given: &str,
-) -> Result<ChoiceTarget, GatewayError> {
-    set.tools()
-        .iter()
-        .position(|t| t.kind == kind && exact.is_none_or(|f| t.function_name == f))
-        .map(ChoiceTarget::Gateway)
-        .ok_or_else(|| {
-            invalid(
-                "tool_choice.name",
-                format!("\"{given}\" does not name a declared tool"),
-            )
-        })
-}
-
-fn resolve_name(
-    name: &str,
+fn parse_choice(
+    choice: &Value,
     request_tools: &[Value],
     set: &ToolSet,
-) -> Result<ChoiceTarget, GatewayError> {
+    details: &mut Vec<ErrorDetail>,
+) -> Option<ToolChoice> {
+    let mut fail = |param: &str, reason: String| details.push(ErrorDetail::new(param, reason));
+    let simple = |mode, dp| ToolChoice {
+        mode,
+        target: None,
+        disable_parallel_tool_use: dp,
+    };
+    let obj = match choice {
+        // Bare strings: the three modes or a gateway tool type (gateway.md §5.2).
+        Value::String(s) => {
+            return match s.as_str() {
+                "auto" => Some(simple(ChoiceMode::Auto, None)),
+                "any" => Some(simple(ChoiceMode::Any, None)),
+                "none" => Some(simple(ChoiceMode::None, None)),
+                other => match ToolKind::from_type_alias(other) {
+                    Some(kind) => match first_of_kind(set, kind) {
+                        Some(target) => Some(ToolChoice {
+                            mode: ChoiceMode::Tool,
+                            target: Some(target),
+                            disable_parallel_tool_use: None,
+                        }),
+                        None => {
+                            fail("tool_choice", undeclared(other));
+                            None
+                        }
+                    },
+                    None => {
+                        fail(
+                            "tool_choice",
+                            "must be one of auto, any, none or a gateway tool type".into(),
+                        );
+                        None
+                    }
+                },
+            };
+        }
+        Value::Object(obj) => obj,
+        _ => {
+            fail("tool_choice", "must be an object or a string".into());
+            return None;
+        }
+    };
+    // A required string member of the choice object.
+    let required = |key: &str, fail: &mut dyn FnMut(&str, String)| match obj.get(key) {
+        Some(Value::String(s)) => Some(s.as_str()),
+        other => {
+            let reason = if other.is_some() {
+                "must be a string"
+            } else {
+                "field required"
+            };
+            fail(&format!("tool_choice.{key}"), reason.into());
+            None
+        }
+    };
+    let ty = required("type", &mut fail)?;
+    const DP: &str = "tool_choice.disable_parallel_tool_use";
+    let dp_value = obj
+        .get("disable_parallel_tool_use")
+        .filter(|v| !v.is_null());
+    let dp = |fail: &mut dyn FnMut(&str, String)| match dp_value {
+        None => Some(None),
+        Some(Value::Bool(b)) => Some(Some(*b)),
+        Some(_) => {
+            fail(DP, "must be a boolean".into());
+            None
+        }
+    };
+    match ty {
+        "auto" => dp(&mut fail).map(|dp| simple(ChoiceMode::Auto, dp)),
+        "any" => dp(&mut fail).map(|dp| simple(ChoiceMode::Any, dp)),
+        // §3.4: `disable_parallel_tool_use` belongs to auto, any and tool only.
+        "none" if dp_value.is_some() => {
+            fail(DP, "not allowed with type none".into());
+            None
+        }
+        "none" => Some(simple(ChoiceMode::None, None)),
+        "tool" => {
+            let name = required("name", &mut fail)?;
+            let target = resolve_name(name, request_tools, set);
+            if target.is_none() {
+                fail("tool_choice.name", undeclared(name));
+            }
+            let dp = dp(&mut fail);
+            Some(ToolChoice {
+                mode: ChoiceMode::Tool,
+                target: Some(target?),
+                disable_parallel_tool_use: dp?,
+            })
+        }
+        _ => {
+            fail(
+                "tool_choice.type",
+                "must be one of auto, any, tool, none".into(),
+            );
+            None
+        }
+    }
+}
+
+/// The first declared tool of `kind` (the advisor alias means the first advisor).
+fn first_of_kind(set: &ToolSet, kind: ToolKind) -> Option<ChoiceTarget> {
+    set.tools()
+        .iter()
+        .position(|t| t.kind == kind)
+        .map(ChoiceTarget::Gateway)
+}
+
+/// What a `tool` choice's `name` names: a gateway function name, a gateway type, a client tool
+/// (any declaration that is not the tool layer's), or a gateway-run native name.
+fn resolve_name(name: &str, request_tools: &[Value], set: &ToolSet) -> Option<ChoiceTarget> {
     // Gateway function names first: `gateway_` is reserved for them.
     if let Some(i) = set.tools().iter().position(|t| t.function_name == name) {
-        return Ok(ChoiceTarget::Gateway(i));
+        return Some(ChoiceTarget::Gateway(i));
     }
     if let Some(kind) = ToolKind::from_type_alias(name) {
-        return gateway_target(set, kind, None, name);
+        return first_of_kind(set, kind);
     }
-    // Client tools: everything but gateway declarations and native shapes (which the set holds).
-    let is_client_tool = |t: &Value| match t.get("type").and_then(Value::as_str) {
-        Some(ty) => {
-            !(ty.starts_with("gateway:")
-                || ty.starts_with("ai-stats:")
-                || native_kind(ty).is_some())
-        }
-        None => true,
+    let is_client_tool = |t: &Value| {
+        t.get("type")
+            .and_then(Value::as_str)
+            .is_none_or(|ty| !is_tool_layer_type(ty))
     };
     if request_tools
         .iter()
         .filter(|t| is_client_tool(t))
         .any(|t| t.get("name").and_then(Value::as_str) == Some(name))
     {
-        return Ok(ChoiceTarget::Named(name.to_string()));
+        return Some(ChoiceTarget::Named(name.to_string()));
     }
-    if let Some(kind) = ToolKind::from_server_name(name) {
-        return gateway_target(set, kind, None, name);
-    }
-    Err(invalid(
-        "tool_choice.name",
-        format!("\"{name}\" does not name a declared tool"),
-    ))
+    first_of_kind(set, ToolKind::from_server_name(name)?)
 }
 
 #[cfg(test)]
@@ -326,33 +359,164 @@ mod tests {
         );
     }
 
+    /// The one rule set for `tool_choice` (messages-api.md §3.4, gateway.md §5.2): every detail.
     #[test]
     fn bad_forms_are_400() {
         let none: &[String] = &[];
-        for (choice, param) in [
-            (json!("sometimes"), "tool_choice"),
-            (json!("web_search"), "tool_choice"),
-            (json!("gateway:image_generation"), "tool_choice.name"),
-            (json!("ai-stats:apply_patch"), "tool_choice"),
-            (json!({"type":"tool"}), "tool_choice.name"),
-            (json!({"type":"tool","name":"nope"}), "tool_choice.name"),
+        let long = "n".repeat(100);
+        let long_reason = format!("\"{}\"... is not a declared tool", "n".repeat(64));
+        let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+            (
+                json!("sometimes"),
+                vec![(
+                    "tool_choice",
+                    "must be one of auto, any, none or a gateway tool type",
+                )],
+            ),
+            (
+                json!("required"),
+                vec![(
+                    "tool_choice",
+                    "must be one of auto, any, none or a gateway tool type",
+                )],
+            ),
+            (
+                json!("web_search"),
+                vec![(
+                    "tool_choice",
+                    "must be one of auto, any, none or a gateway tool type",
+                )],
+            ),
+            (
+                json!("ai-stats:apply_patch"),
+                vec![(
+                    "tool_choice",
+                    "must be one of auto, any, none or a gateway tool type",
+                )],
+            ),
+            (
+                json!("gateway:image_generation"),
+                vec![(
+                    "tool_choice",
+                    "\"gateway:image_generation\" is not a declared tool",
+                )],
+            ),
+            (
+                json!(3),
+                vec![("tool_choice", "must be an object or a string")],
+            ),
+            (
+                json!([]),
+                vec![("tool_choice", "must be an object or a string")],
+            ),
+            (json!({}), vec![("tool_choice.type", "field required")]),
+            (
+                json!({"type":1}),
+                vec![("tool_choice.type", "must be a string")],
+            ),
+            (
+                json!({"type":"maybe"}),
+                vec![("tool_choice.type", "must be one of auto, any, tool, none")],
+            ),
+            (
+                json!({"type":"function"}),
+                vec![("tool_choice.type", "must be one of auto, any, tool, none")],
+            ),
+            (
+                json!({"type":"tool"}),
+                vec![("tool_choice.name", "field required")],
+            ),
+            (
+                json!({"type":"tool","name":7}),
+                vec![("tool_choice.name", "must be a string")],
+            ),
+            (
+                json!({"type":"tool","name":"nope"}),
+                vec![("tool_choice.name", "\"nope\" is not a declared tool")],
+            ),
+            (
+                json!({"type":"tool","name":long}),
+                vec![("tool_choice.name", long_reason.as_str())],
+            ),
             (
                 json!({"type":"tool","name":"gateway_web_fetch"}),
-                "tool_choice.name",
+                vec![(
+                    "tool_choice.name",
+                    "\"gateway_web_fetch\" is not a declared tool",
+                )],
             ),
-            (json!({"type":"maybe"}), "tool_choice.type"),
+            (
+                json!({"type":"tool","name":"image_generation"}),
+                vec![(
+                    "tool_choice.name",
+                    "\"image_generation\" is not a declared tool",
+                )],
+            ),
+            (
+                json!({"type":"tool","name":"nope","disable_parallel_tool_use":"yes"}),
+                vec![
+                    ("tool_choice.name", "\"nope\" is not a declared tool"),
+                    ("tool_choice.disable_parallel_tool_use", "must be a boolean"),
+                ],
+            ),
             (
                 json!({"type":"auto","disable_parallel_tool_use":"yes"}),
-                "tool_choice.disable_parallel_tool_use",
+                vec![("tool_choice.disable_parallel_tool_use", "must be a boolean")],
             ),
-            (json!(3), "tool_choice"),
-        ] {
+            (
+                json!({"type":"any","disable_parallel_tool_use":1}),
+                vec![("tool_choice.disable_parallel_tool_use", "must be a boolean")],
+            ),
+            (
+                json!({"type":"none","disable_parallel_tool_use":true}),
+                vec![(
+                    "tool_choice.disable_parallel_tool_use",
+                    "not allowed with type none",
+                )],
+            ),
+            (
+                json!({"type":"none","disable_parallel_tool_use":"x"}),
+                vec![(
+                    "tool_choice.disable_parallel_tool_use",
+                    "not allowed with type none",
+                )],
+            ),
+        ];
+        for (choice, want) in cases {
             match rewrite(choice.clone(), none, 1) {
                 Err(GatewayError::InvalidRequest { details, .. }) => {
-                    assert_eq!(details[0].param, param, "{choice}")
+                    let got: Vec<(&str, &str)> = details
+                        .iter()
+                        .map(|d| (d.param.as_str(), d.reason.as_str()))
+                        .collect();
+                    assert_eq!(got, want, "{choice}");
                 }
                 other => panic!("{choice}: {other:?}"),
             }
+        }
+    }
+
+    /// Without any gateway tool declared, only client tools can be named: a `gateway_` name
+    /// that the tool layer does not hold is refused rather than sent upstream.
+    #[test]
+    fn without_gateway_tools_only_client_names_resolve() {
+        let t = vec![
+            json!({"name":"w","input_schema":{"type":"object"}}),
+            json!({"type":"bash_20250124","name":"bash"}),
+        ];
+        let empty = ToolSet::default();
+        let parse = |c: Value| ToolChoice::parse(Some(&c), &t, &empty);
+        assert_eq!(
+            parse(json!({"type":"tool","name":"bash"}))
+                .unwrap()
+                .unwrap()
+                .target,
+            Some(ChoiceTarget::Named("bash".into()))
+        );
+        assert!(parse(json!({"type":"tool","name":"w"})).is_ok());
+        assert!(parse(json!({"type":"none"})).is_ok());
+        for name in ["gateway_advisor_reviewer", "gateway:datetime", "datetime"] {
+            assert!(parse(json!({"type":"tool","name":name})).is_err(), "{name}");
         }
     }
 

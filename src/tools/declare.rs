@@ -12,6 +12,7 @@ use super::domains::{DomainFilter, DomainRule};
 use super::ToolKind;
 use crate::config::{SearchEngineKind, ToolsConfig};
 use crate::error::{ErrorDetail, GatewayError};
+use crate::protocol::request::is_gateway_tool_type;
 
 /// Whether the requesting key may use a public model id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +181,7 @@ impl ToolSet {
                 (Some(k), _) => k,
                 (None, Some(k)) => k,
                 (None, None) => {
-                    if ty.starts_with("gateway:") || ty.starts_with("ai-stats:") {
+                    if is_gateway_tool_type(ty) {
                         details.push(ErrorDetail::new(
                             format!("tools.{index}.type"),
                             format!("unknown gateway tool type \"{ty}\""),
@@ -206,13 +207,7 @@ impl ToolSet {
                 Some(p) => p,
                 None => continue,
             };
-            if native.is_some() {
-                if let Some(name) = decl.get("name") {
-                    if name.as_str() != Some(kind.server_name()) {
-                        parser.fail("name", format!("must be \"{}\"", kind.server_name()));
-                    }
-                }
-            }
+            // A native shape's constant `name` is the schema's (protocol/validate.rs).
             let options = match kind {
                 ToolKind::Datetime => parser.datetime(config),
                 ToolKind::WebSearch => parser.web_search(config, native.is_some()),
@@ -356,6 +351,11 @@ impl ToolSet {
             .flat_map(|t| t.warnings.iter().cloned())
             .collect()
     }
+}
+
+/// Whether a declared tool `type` is the tool layer's: a gateway type or a native web shape.
+pub fn is_tool_layer_type(ty: &str) -> bool {
+    is_gateway_tool_type(ty) || native_kind(ty).is_some()
 }
 
 /// `web_search_20250305` → web search, `web_fetch_20250910` → web fetch.
@@ -580,14 +580,20 @@ impl<'a> Parser<'a> {
         }))
     }
 
+    /// `user_location` (messages-api.md §7.1): `type` "approximate", strings of 1..255
+    /// characters. Unknown keys are not errors: like unknown options, they are dropped with a
+    /// strictness warning.
     fn user_location(&mut self) -> Option<UserLocation> {
+        const KEYS: [&str; 5] = ["type", "city", "region", "country", "timezone"];
         let v = self.take("user_location")?;
         let Some(obj) = v.as_object() else {
             self.fail("user_location", "must be an object");
             return None;
         };
-        if obj.get("type").and_then(Value::as_str) != Some("approximate") {
-            self.fail("user_location.type", "must be \"approximate\"");
+        match obj.get("type") {
+            None | Some(Value::Null) => self.fail("user_location.type", "field required"),
+            Some(t) if t.as_str() == Some("approximate") => {}
+            Some(_) => self.fail("user_location.type", "must be \"approximate\""),
         }
         let mut field = |k: &str| -> Option<String> {
             let v = obj.get(k).filter(|v| !v.is_null())?;
@@ -608,14 +614,6 @@ impl<'a> Parser<'a> {
             country: field("country"),
             timezone: field("timezone"),
         };
-        for k in obj.keys() {
-            if !matches!(
-                k.as_str(),
-                "type" | "city" | "region" | "country" | "timezone"
-            ) {
-                self.fail(&format!("user_location.{k}"), "unknown field");
-            }
-        }
         if let Some(c) = &loc.country {
             if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
                 self.fail(
@@ -628,6 +626,9 @@ impl<'a> Parser<'a> {
             if tz.parse::<Tz>().is_err() {
                 self.fail("user_location.timezone", "must be an IANA time zone");
             }
+        }
+        for k in obj.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+            self.warn(&format!("user_location.{k}"), "unknown_parameter");
         }
         Some(UserLocation {
             country: loc.country.map(|c| c.to_ascii_uppercase()),
@@ -690,10 +691,15 @@ impl<'a> Parser<'a> {
         };
         let domains = self.domains();
         if native {
-            if let Some(c) = self.take("citations") {
-                if c.get("enabled").and_then(Value::as_bool) == Some(true) {
-                    self.warn("citations", "unsupported");
-                }
+            // `{"enabled": bool}`; the gateway cannot cite, so enabling it is a loss.
+            match self.take("citations") {
+                None => {}
+                Some(Value::Object(c)) => match c.get("enabled") {
+                    None | Some(Value::Null | Value::Bool(false)) => {}
+                    Some(Value::Bool(true)) => self.warn("citations", "unsupported"),
+                    Some(_) => self.fail("citations.enabled", "must be a boolean"),
+                },
+                Some(_) => self.fail("citations", "must be an object"),
             }
         }
         (self.details.len() == before).then_some(ToolOptions::WebFetch(WebFetchOptions {
@@ -1112,9 +1118,45 @@ mod tests {
                 "IANA",
             ),
             (
-                json!([{"type":"web_search_20250305","name":"search"}]),
-                "tools.0.name",
-                "must be \"web_search\"",
+                json!([{"type":"gateway:web_search","user_location":{"city":"Lyon"}}]),
+                "tools.0.user_location.type",
+                "field required",
+            ),
+            (
+                json!([{"type":"gateway:web_search","user_location":{"type":"approximate","city":""}}]),
+                "tools.0.user_location.city",
+                "1..255",
+            ),
+            (
+                json!([{"type":"gateway:web_search","user_location":"Lyon"}]),
+                "tools.0.user_location",
+                "must be an object",
+            ),
+            // Native shapes follow the same rules (messages-api.md §7.1, gateway.md §5.7).
+            (
+                json!([{"type":"web_search_20250305","name":"web_search","allowed_domains":["a.org"],"blocked_domains":["b.org"]}]),
+                "tools.0.blocked_domains",
+                "mutually exclusive",
+            ),
+            (
+                json!([{"type":"web_search_20250305","name":"web_search","blocked_domains":["https://a.org"]}]),
+                "tools.0.blocked_domains.0",
+                "without a scheme",
+            ),
+            (
+                json!([{"type":"web_search_20250305","name":"web_search","user_location":{"type":"approximate","country":"USA"}}]),
+                "tools.0.user_location.country",
+                "alpha-2",
+            ),
+            (
+                json!([{"type":"web_fetch_20250910","name":"web_fetch","citations":{"enabled":"y"}}]),
+                "tools.0.citations.enabled",
+                "must be a boolean",
+            ),
+            (
+                json!([{"type":"web_fetch_20250910","name":"web_fetch","citations":true}]),
+                "tools.0.citations",
+                "must be an object",
             ),
             (
                 json!([{"type":"web_search_20250305","max_uses":-1}]),
@@ -1335,7 +1377,7 @@ mod tests {
         let set = declare(json!([
             {"name":"custom","input_schema":{"type":"object"}},
             {"type":"gateway:datetime","color":"red","parameters":{"shape":"round"}},
-            {"type":"gateway:web_search","user_location":{"type":"approximate","city":"Lyon"}},
+            {"type":"gateway:web_search","user_location":{"type":"approximate","city":"Lyon","street":"x"}},
             {"type":"gateway:web_fetch","engine":"exa"}
         ]))
         .unwrap();
@@ -1349,6 +1391,7 @@ mod tests {
             [
                 "tools.1.color:unknown_parameter",
                 "tools.1.shape:unknown_parameter",
+                "tools.2.user_location.street:unknown_parameter",
                 "tools.2.user_location:engine_unsupported",
                 "tools.3.engine:unknown_parameter",
             ]

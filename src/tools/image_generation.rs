@@ -135,7 +135,7 @@ impl ImageGeneration {
     pub fn new(provider: Option<Arc<Provider>>, timeout: Duration) -> Self {
         Self {
             provider,
-            client: super::actor::api_client(),
+            client: super::api_client::api_client(),
             timeout,
         }
     }

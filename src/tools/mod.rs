@@ -47,6 +47,7 @@
 
 pub mod actor;
 pub mod advisor;
+pub mod api_client;
 pub mod choice;
 pub mod datetime;
 pub mod declare;
@@ -65,6 +66,7 @@ pub use declare::{GatewayTool, ModelAccess, ToolOptions, ToolSet};
 pub use replay::{PendingCall, Replay};
 
 use crate::protocol::anthropic::{ServerToolUse, Usage};
+use crate::protocol::request::gateway_tool_name;
 
 /// The five gateway-run tools (gateway.md §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,10 +130,7 @@ impl ToolKind {
 
     /// The kind a declared `type` names: `gateway:*` / `ai-stats:*` aliases (§5.1).
     pub fn from_type_alias(t: &str) -> Option<Self> {
-        let name = t
-            .strip_prefix("gateway:")
-            .or_else(|| t.strip_prefix("ai-stats:"))?;
-        Self::from_server_name(name)
+        Self::from_server_name(gateway_tool_name(t)?)
     }
 
     /// Raises this kind's `usage.server_tool_use` counter by one.

@@ -368,7 +368,7 @@ impl WebSearch {
         Self {
             config: config.clone(),
             keys: keys.clone(),
-            client: super::actor::api_client(),
+            client: super::api_client::api_client(),
         }
     }
 

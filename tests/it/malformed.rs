@@ -260,6 +260,35 @@ fn cases() -> Vec<Case> {
             "tool_choice: must be one of auto, any, none or a gateway tool type",
         ),
         bad(
+            "tool_choice names a gateway tool nobody declared",
+            with(json!({"tool_choice": {"type":"tool","name":"gateway_advisor_reviewer"}})),
+            "tool_choice.name: \"gateway_advisor_reviewer\" is not a declared tool",
+        ),
+        bad(
+            "tool_choice none with disable_parallel_tool_use",
+            with(json!({"tool_choice": {"type":"none","disable_parallel_tool_use":true}})),
+            "tool_choice.disable_parallel_tool_use: not allowed with type none",
+        ),
+        // Native web shapes and gateway tools share one rule set for their options.
+        bad(
+            "native web_search with both domain lists",
+            with(json!({"tools": [{"type":"web_search_20250305","name":"web_search",
+                "allowed_domains":["a.org"],"blocked_domains":["b.org"]}]})),
+            "tools.0.blocked_domains: allowed_domains and blocked_domains are mutually exclusive",
+        ),
+        bad(
+            "gateway web_search with both domain lists",
+            with(json!({"tools": [{"type":"gateway:web_search",
+                "allowed_domains":["a.org"],"blocked_domains":["b.org"]}]})),
+            "tools.0.blocked_domains: allowed_domains and blocked_domains are mutually exclusive",
+        ),
+        bad(
+            "native web_search user_location without type",
+            with(json!({"tools": [{"type":"web_search_20250305","name":"web_search",
+                "user_location":{"city":"Lyon","zip":"69001"}}]})),
+            "tools.0.user_location.type: field required",
+        ),
+        bad(
             "streaming request with a bad body",
             with(json!({"stream": true, "max_tokens": -1})),
             "max_tokens: must be an integer >= 1",

@@ -595,6 +595,102 @@ async fn request_log_row_contents() {
     upstream.stop().await;
 }
 
+/// Requests refused before routing keep the session the header or a parsable body gave
+/// (gateway.md §4: the body's `session_id` wins, then `x-session-id`, then
+/// `x-claude-code-session-id`), so grouping by session shows the failures too.
+#[actix_web::test]
+async fn refused_rows_keep_their_session_id() {
+    let config = base_config("http://127.0.0.1:9")
+        .replace("workers = 1", "workers = 1\nmax_body_bytes = 4096");
+    let gw = TestGateway::start(&config);
+    let with_session = |mut body: Value, id: Value| {
+        body["session_id"] = id;
+        body.to_string()
+    };
+    let json_ct = ("content-type", "application/json");
+    /// (name, key, extra headers, body, status, the row's session_id)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        String,
+        u16,
+        Option<&'a str>,
+    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("broken JSON: the header", KEY, vec![("x-session-id", "h-json")],
+            r#"{"model":"mock-model","session_id":"b-lost""#.into(), 400, Some("h-json")),
+        ("validation error: the body wins", KEY, vec![("x-session-id", "h-400")],
+            with_session(json!({"model":"mock-model","max_tokens":0,"messages":[]}), json!("b-400")), 400, Some("b-400")),
+        ("invalid body session_id: the header", KEY, vec![("x-session-id", "h-bad-id")],
+            with_session(request("mock-model", false), json!(5)), 400, Some("h-bad-id")),
+        ("bad anthropic-version", KEY, vec![("anthropic-version", "1999-01-01")],
+            with_session(request("mock-model", false), json!("b-version")), 400, Some("b-version")),
+        ("unknown model", KEY, vec![],
+            with_session(request("no-such-model", false), json!("b-404")), 404, Some("b-404")),
+        ("model not allowed: the Claude Code header", "sk-narrow", vec![("x-claude-code-session-id", "cc-403")],
+            request("up-text", false).to_string(), 403, Some("cc-403")),
+        ("x-session-id before x-claude-code-session-id", "sk-narrow",
+            vec![("x-session-id", "h-first"), ("x-claude-code-session-id", "cc-second")],
+            request("up-text", false).to_string(), 403, Some("h-first")),
+        ("too large", KEY, vec![("x-session-id", "h-413")],
+            with_session(json!({"model":"mock-model","pad":"x".repeat(5000)}), json!("b-413")), 413, Some("h-413")),
+        ("bad key: the body is never read", "sk-wrong", vec![("x-session-id", "h-401")],
+            with_session(request("mock-model", false), json!("b-401")), 401, Some("h-401")),
+        ("limited key, first request", "sk-limited", vec![],
+            with_session(request("mock-model", false), json!("b-200")), 200, Some("b-200")),
+        ("limited key, rate limited", "sk-limited", vec![("x-session-id", "h-429")],
+            with_session(request("mock-model", false), json!("b-429")), 429, Some("b-429")),
+        ("no session at all", KEY, vec![], request("no-such-model", false).to_string(), 404, None),
+    ];
+    let mut ids = Vec::new();
+    for (name, key, extra, body, status, _) in &cases {
+        let mut headers = vec![("x-api-key", *key), json_ct];
+        headers.extend(extra.iter().copied());
+        let res = post_raw(&gw.url, "/v1/messages", &headers, body.clone()).await;
+        assert_eq!(
+            res.status,
+            *status,
+            "{name}: {}",
+            String::from_utf8_lossy(&res.body)
+        );
+        ids.push(res.header("request-id").expect("request-id").to_string());
+    }
+    // count_tokens runs the same checks.
+    let res = post_raw(
+        &gw.url,
+        "/v1/messages/count_tokens",
+        &[("x-api-key", KEY), json_ct, ("x-session-id", "h-count")],
+        r#"{"model":"no-such-model","messages":[{"role":"user","content":"hi"}],"session_id":"b-count"}"#,
+    )
+    .await;
+    assert_eq!(res.status, 404);
+    let count_id = res.header("request-id").unwrap().to_string();
+    wait_recorded(&gw, cases.len() as f64 + 1.0).await;
+    let db = gw.flush_log().await;
+    let logged: Option<String> = db
+        .query_row(
+            "SELECT session_id FROM requests WHERE request_id = ?1 AND endpoint = 'count_tokens'",
+            [&count_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged.as_deref(), Some("b-count"));
+    for ((name, .., status, want), id) in cases.iter().zip(&ids) {
+        let (got, logged): (Option<String>, i64) = db
+            .query_row(
+                "SELECT session_id, status FROM requests WHERE request_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap_or_else(|e| panic!("{name}: no row for {id}: {e}"));
+        assert_eq!(logged, i64::from(*status), "{name}");
+        assert_eq!(got.as_deref(), *want, "{name}");
+    }
+    gw.stop().await;
+}
+
 /// A full queue drops rows (counted) and never fails or delays the request.
 #[actix_web::test]
 async fn full_queue_drops_rows_and_counts_them() {

@@ -170,15 +170,7 @@ pub fn build<'a>(req: &'a MessagesRequest, ctx: &RequestContext<'a>) -> Built<'a
             },
             "prompt_cache_retention" => body.prompt_cache_retention = Some(raw),
             "web_search_options" => body.web_search_options = Some(raw),
-            "provider_options" => {
-                overrides = serde_json::from_str::<Value>(raw.get())
-                    .ok()
-                    .and_then(|mut v| v.get_mut("openai").map(Value::take))
-                    .and_then(|v| match v {
-                        Value::Object(m) => Some(m),
-                        _ => None,
-                    });
-            }
+            "provider_options" => overrides = req.extensions.provider_options.openai.clone(),
             "top_k" | "service_tier" | "container" | "mcp_servers" | "context_management"
             | "inference_geo" => b.warn(key, Reason::Unsupported),
             _ => b.warn(key, Reason::UnknownParameter),
