@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 
 use super::auth::ApiKey;
-use super::{header, request_id};
+use super::{header, request_id, Current};
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
 use crate::observability::metrics::Counted;
@@ -22,15 +22,14 @@ use crate::protocol::validate::{validate, validate_count_tokens, ApiVersion};
 use crate::routing::{self, Model, NoCandidate, RoutingPrefs};
 use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit, ToolsInit};
-use crate::state::{AppState, WorkerActors};
+use crate::state::AppState;
 use crate::strictness::StrictnessPlan;
 use crate::tools::{ModelAccess, ToolChoice, ToolSet};
 
 pub async fn create_message(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
-    workers: web::Data<WorkerActors>,
+    Current { state, workers }: Current,
 ) -> HttpResponse {
     let received_at = Instant::now();
     let request_id = request_id(&req);

@@ -6,6 +6,7 @@ mod auth;
 mod models;
 mod observability;
 mod providers;
+pub mod reload;
 mod resilience;
 mod server;
 mod tools;
@@ -103,6 +104,12 @@ impl Secret {
     }
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
     }
 }
 
