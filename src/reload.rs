@@ -122,7 +122,8 @@ pub fn reload(live: &LiveState, source: &ConfigSource, trigger: &str) {
 pub fn spawn(live: web::Data<LiveState>, source: ConfigSource) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let (tx, mut changed) = mpsc::unbounded_channel();
-    let watcher = match live.load().config.server.watch_config {
+    let watching = live.load().config.server.watch_config;
+    let watcher = match watching {
         true => Some(watch_file(&source.path, tx).map_err(std::io::Error::other)?),
         false => None,
     };
@@ -135,7 +136,7 @@ pub fn spawn(live: web::Data<LiveState>, source: ConfigSource) -> std::io::Resul
                     Some(()) => "SIGHUP",
                     None => return,
                 },
-                c = changed.recv() => match c {
+                c = changed.recv(), if watching => match c {
                     Some(()) => {
                         quiet(&mut changed).await;
                         "file change"

@@ -204,3 +204,90 @@ impl WorkerSlot {
         (state, current.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Verdict;
+    use std::time::Instant;
+
+    fn config(b_reply: &str, extra: &str) -> Config {
+        let text = format!(
+            r#"
+            auth.disabled = true
+            [[providers]]
+            name = "a"
+            kind = "mock"
+            [[providers]]
+            name = "b"
+            kind = "mock"
+            reply = "{b_reply}"
+            [[models]]
+            id = "m"
+            deployments = [{{ provider = "a", model = "x" }}, {{ provider = "b", model = "y" }}]
+            {extra}
+            "#
+        );
+        Config::from_toml_with_env(&text, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn a_new_generation_keeps_what_did_not_change() {
+        let first = AppState::new(config("one", ""));
+        let m = first.models.resolve("m").unwrap();
+        m.deployments[0]
+            .breaker
+            .record(Verdict::Failure, Instant::now());
+        let next = first.next(config(
+            "two",
+            "[[models]]\nid = \"n\"\ndeployments = [{ provider = \"a\", model = \"z\" }]",
+        ));
+        assert_eq!(next.generation, 2);
+        assert!(Arc::ptr_eq(&first.providers[0], &next.providers[0]));
+        assert!(!Arc::ptr_eq(&first.providers[1], &next.providers[1]));
+        let (old, new) = (m, next.models.resolve("m").unwrap());
+        assert!(Arc::ptr_eq(
+            &old.deployments[0].breaker,
+            &new.deployments[0].breaker
+        ));
+        assert!(Arc::ptr_eq(
+            &old.deployments[0].stats,
+            &new.deployments[0].stats
+        ));
+        assert!(
+            !Arc::ptr_eq(&old.deployments[1].breaker, &new.deployments[1].breaker),
+            "a changed provider's deployment starts with a fresh breaker"
+        );
+        assert!(Arc::ptr_eq(&first.metrics, &next.metrics));
+        // Other breaker settings: every breaker starts afresh.
+        let mut c = config("two", "");
+        c.circuit_breaker.consecutive_failures += 1;
+        let third = next.next(c);
+        assert!(!Arc::ptr_eq(
+            &new.deployments[0].breaker,
+            &third.models.resolve("m").unwrap().deployments[0].breaker
+        ));
+    }
+
+    #[actix_web::test]
+    async fn a_worker_keeps_the_actors_of_unchanged_providers() {
+        let first = Arc::new(AppState::new(config("one", "")));
+        let live = LiveState::new(first.clone());
+        let slot = WorkerSlot::new(&first);
+        let (_, w1) = slot.snapshot(&live);
+        let (_, again) = slot.snapshot(&live);
+        assert!(Arc::ptr_eq(&w1, &again), "no reload, the same actors");
+        live.store(Arc::new(first.next(config("two", ""))));
+        let (state, w2) = slot.snapshot(&live);
+        assert_eq!((state.generation, w2.generation), (2, 2));
+        assert!(
+            w1.providers[0] == w2.providers[0],
+            "unchanged: the same actor"
+        );
+        assert!(w1.providers[1] != w2.providers[1], "changed: a new actor");
+        assert!(
+            w1.limiter != w2.limiter,
+            "the limiter follows the new limits"
+        );
+    }
+}

@@ -11,6 +11,7 @@ mod mock_provider;
 mod observability;
 mod openai;
 mod passthrough;
+mod reload;
 mod resilience;
 mod routing;
 mod sdk;
