@@ -42,7 +42,10 @@ fn main() -> ExitCode {
         println!("config {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    aigw::telemetry::init(&config.observability);
+    if let Err(e) = aigw::telemetry::init_with_export(&config) {
+        eprintln!("cannot start logging or trace export: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         let gateway = aigw::start(config)?;
         gateway.watch(source)?;

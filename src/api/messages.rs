@@ -8,6 +8,7 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use super::auth::ApiKey;
 use super::{header, request_id, Current};
@@ -15,14 +16,14 @@ use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
 use crate::observability::metrics::Counted;
 use crate::observability::record::{redact_body, user_id};
-use crate::observability::{self, Endpoint, RequestRecord};
+use crate::observability::{self, spans, Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::{validate, validate_count_tokens, ApiVersion};
 use crate::routing::{self, Model, NoCandidate, RoutingPrefs};
 use crate::session::DebugFlags;
 use crate::session::{self, ClientBody, HeaderList, SessionHead, SessionInit, ToolsInit};
-use crate::state::AppState;
+use crate::state::{AppState, WorkerActors};
 use crate::strictness::StrictnessPlan;
 use crate::tools::{ModelAccess, ToolChoice, ToolSet};
 
@@ -31,9 +32,28 @@ pub async fn create_message(
     payload: web::Payload,
     Current { state, workers }: Current,
 ) -> HttpResponse {
-    let received_at = Instant::now();
     let request_id = request_id(&req);
+    let server = spans::server(req.headers(), &request_id);
+    let traceparent = spans::traceparent(&server);
+    let mut res = answer(req, payload, state, workers, request_id, server).await;
+    // The trace this request belongs to, for the client to find it.
+    if let Some(v) = traceparent.and_then(|t| t.parse().ok()) {
+        res.headers_mut().insert(header::TRACEPARENT, v);
+    }
+    res
+}
+
+async fn answer(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    workers: web::Data<WorkerActors>,
+    request_id: String,
+    server: tracing::Span,
+) -> HttpResponse {
+    let received_at = Instant::now();
     let mut record = RequestRecord::new(Endpoint::Messages, &request_id, SystemTime::now());
+    record.trace = (!server.is_none()).then(|| server.clone());
     let init = match admit(&req, payload, &state, &mut record, received_at).await {
         Ok(init) => init,
         Err(e) => {
@@ -41,7 +61,12 @@ pub async fn create_message(
             return refuse(&state, record, received_at, &e);
         }
     };
-    match session::run(init, state.clone(), workers).await {
+    spans::server_admitted(&server, &init.request);
+    // The session's `request` span is created inside, so it is a child of the server span.
+    let result = session::run(init, state.clone(), workers)
+        .instrument(server)
+        .await;
+    match result {
         (_, Ok(SessionHead::Json { body, headers })) => {
             let mut res = HttpResponse::Ok();
             res.content_type("application/json");

@@ -29,6 +29,7 @@ pub(crate) mod header {
     pub const CLAUDE_CODE_SESSION_ID: HeaderName =
         HeaderName::from_static("x-claude-code-session-id");
     pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 }
 
 /// The request's id, minted by the middleware before any handler runs.

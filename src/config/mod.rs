@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 
 pub use auth::{AuthConfig, KeyConfig};
 pub use models::{DeploymentConfig, ModelConfig, Price};
-pub use observability::{LogFormat, ObservabilityConfig, RequestLogConfig};
+pub use observability::{
+    LogFormat, ObservabilityConfig, OtlpConfig, OtlpProtocol, RequestLogConfig,
+};
 pub use providers::{
     CacheControlMode, CapabilityOverrides, MockToolMode, ProviderConfig, ProviderKind,
     StreamToolCalls,
@@ -85,6 +87,8 @@ pub struct Secrets {
     pub provider_keys: HashMap<String, Secret>,
     /// Search engine keys by engine name.
     pub engine_keys: HashMap<String, Secret>,
+    /// `observability.otlp.headers_env`, resolved: header name and value.
+    pub otlp_headers: Vec<(String, Secret)>,
 }
 
 impl fmt::Debug for Secrets {
@@ -454,6 +458,30 @@ impl Config {
                         format!("unknown model \"{m}\""),
                     ));
                 }
+            }
+        }
+
+        if let Some(otlp) = &self.observability.otlp {
+            let at = |k: &str| format!("observability.otlp.{k}");
+            if !(otlp.endpoint.starts_with("http://") || otlp.endpoint.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    at("endpoint"),
+                    "must start with http:// or https://",
+                ));
+            }
+            if !(0.0..=1.0).contains(&otlp.sample_ratio) {
+                return Err(ConfigError::new(at("sample_ratio"), "must be within 0..1"));
+            }
+            if otlp.service_name.is_empty() {
+                return Err(ConfigError::new(at("service_name"), "must not be empty"));
+            }
+            for (name, var) in &otlp.headers_env {
+                let path = format!("observability.otlp.headers_env.{name}");
+                if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ConfigError::new(path, "not a valid header name"));
+                }
+                let value = read_env(path, var)?;
+                self.secrets.otlp_headers.push((name.clone(), value));
             }
         }
 

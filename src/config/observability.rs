@@ -1,5 +1,7 @@
 //! `[observability]` and `[request_log]` (gateway.md §11).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -17,6 +19,49 @@ pub struct ObservabilityConfig {
     pub log_level: String,
     /// Serve `/metrics` on this address instead of the main listener.
     pub metrics_listen: Option<String>,
+    /// Trace export; `None` = no exporter at all.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `[observability.otlp]`: OTLP/HTTP trace export.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Base URL; `/v1/traces` is appended.
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Header name → environment variable holding its value (values are secrets).
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of traces recorded (a sampled incoming parent is always followed).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl OtlpConfig {
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+fn default_service_name() -> String {
+    "aigw".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 impl Default for ObservabilityConfig {
@@ -25,6 +70,7 @@ impl Default for ObservabilityConfig {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             metrics_listen: None,
+            otlp: None,
         }
     }
 }

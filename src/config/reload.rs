@@ -25,6 +25,10 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("observability.log_format", o.log_format != no.log_format),
         ("observability.log_level", o.log_level != no.log_level),
+        (
+            "observability.otlp",
+            o.otlp != no.otlp || old.secrets.otlp_headers != new.secrets.otlp_headers,
+        ),
         ("request_log.enabled", l.enabled != nl.enabled),
         ("request_log.path", l.path != nl.path),
         ("request_log.batch_size", l.batch_size != nl.batch_size),

@@ -121,6 +121,8 @@ impl Metrics {
         r.register(Box::new(config_generation.clone()))
             .expect("unique metric");
         config_generation.set(1);
+        r.register(Box::new(super::otlp::dropped_spans().clone()))
+            .expect("unique metric");
         let config_reloads = counter(
             &r,
             "gateway_config_reloads_total",

@@ -6,6 +6,7 @@
 //! queues the log row.
 
 pub mod metrics;
+pub mod otlp;
 pub mod record;
 pub mod request_log;
 pub mod spans;
@@ -17,8 +18,17 @@ pub use request_log::RequestLog;
 use crate::state::AppState;
 
 /// Accounts for one finished request: metrics, a log line, the request log row.
-pub fn record(state: &AppState, record: RequestRecord) {
+pub fn record(state: &AppState, mut record: RequestRecord) {
     state.metrics.observe(&record);
+    // The server span ends here, not when the row is written on the log's thread.
+    if let Some(span) = record.trace.take() {
+        let kind = record
+            .provider
+            .as_ref()
+            .and_then(|n| state.providers.iter().find(|p| p.name() == n))
+            .map(|p| p.kind().as_str());
+        spans::server_done(&span, &record, kind);
+    }
     tracing::info!(
         request_id = %record.request_id,
         endpoint = record.endpoint.as_str(),

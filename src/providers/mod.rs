@@ -71,6 +71,8 @@ pub struct Call {
     pub drops: Arc<[Warning]>,
     /// `prompt_cache_key` for OpenAI-compatible upstreams (gateway.md §4).
     pub prompt_cache_key: Option<Arc<str>>,
+    /// W3C `traceparent` of the attempt's span, when spans are exported.
+    pub traceparent: Option<String>,
 }
 
 /// How an upstream failure is handled (gateway.md §7.3).

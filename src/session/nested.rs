@@ -89,6 +89,7 @@ async fn complete(
             capture_response: false,
             drops: Arc::from(Vec::new()),
             prompt_cache_key: None,
+            traceparent: crate::observability::spans::traceparent(&tracing::Span::current()),
         };
         let (tx, mut rx) = mpsc::channel(8);
         workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });

@@ -10,6 +10,7 @@ mod malformed;
 mod mock_provider;
 mod observability;
 mod openai;
+mod otlp;
 mod passthrough;
 mod reload;
 mod resilience;
