@@ -67,11 +67,11 @@ async fn traces(
     body: web::Bytes,
     received: web::Data<Arc<Mutex<Received>>>,
 ) -> HttpResponse {
-    assert_eq!(
-        req.headers().get("content-type").unwrap(),
-        "application/x-protobuf"
-    );
-    let export = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+    let export = match req.headers().get("content-type").unwrap().to_str().unwrap() {
+        "application/x-protobuf" => ExportTraceServiceRequest::decode(body).expect("OTLP protobuf"),
+        "application/json" => serde_json::from_slice(&body).expect("OTLP JSON"),
+        other => panic!("content type {other}"),
+    };
     let mut r = received.lock().unwrap();
     if let Some(t) = req.headers().get("x-collector-token") {
         r.tokens.push(t.to_str().unwrap().to_string());
@@ -380,4 +380,87 @@ sample_ratio = 1.0
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
     upstream.stop().await;
+}
+
+/// The binary with `http/json` export and JSON logs: the request's log line carries the trace
+/// and span ids of its spans, which reach the collector.
+#[actix_web::test]
+async fn the_binary_exports_json_and_its_json_logs_carry_the_trace() {
+    use crate::reload::{key, Binary, KEY_A};
+    let collector = Collector::start();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[observability]
+log_format = "json"
+
+[observability.otlp]
+endpoint = "{}"
+protocol = "http/json"
+
+[request_log]
+enabled = false
+
+{}
+
+[[providers]]
+name = "mock"
+kind = "mock"
+
+[[models]]
+id = "m"
+deployments = [{{ provider = "mock", model = "x" }}]
+"#,
+        collector.url,
+        key("a", KEY_A, ""),
+    );
+    let gw = Binary::start("otlp-json", &config).await;
+    let res = post_as(
+        &gw.url,
+        KEY_A,
+        &json!({"model": "m", "max_tokens": 16,
+        "messages": [{"role": "user", "content": PROMPT}]}),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let (trace_id, server_id) = parse_traceparent(res.header("traceparent").unwrap());
+    let request_id = res.header("request-id").unwrap();
+    let line = gw
+        .log_line(&format!("\"request_id\":\"{request_id}\""))
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(v["trace_id"], trace_id.as_str(), "{line}");
+    assert!(
+        v["span_id"].as_str().is_some_and(|s| s.len() == 16),
+        "{line}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let spans = collector.spans();
+        if let Some(server) = spans.iter().find(|s| hex::encode(&s.span_id) == server_id) {
+            assert_eq!(hex::encode(&server.trace_id), trace_id);
+            assert_eq!(attrs(server)["aigw.key_name"], "a");
+            let spanned = spans
+                .iter()
+                .any(|s| hex::encode(&s.span_id) == v["span_id"].as_str().unwrap());
+            assert!(spanned, "the log line's span is exported");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server span never arrived");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        collector
+            .received
+            .lock()
+            .unwrap()
+            .service_names
+            .first()
+            .map(String::as_str),
+        Some("aigw")
+    );
 }

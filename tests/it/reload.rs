@@ -14,14 +14,14 @@ use crate::common::upstream::MockUpstream;
 use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aigw");
-const KEY_A: &str = "sk-reload-a-71c2";
+pub(crate) const KEY_A: &str = "sk-reload-a-71c2";
 const KEY_B: &str = "sk-reload-b-9d04";
 const KEY_C: &str = "sk-reload-c-3e58";
 
 /// The binary on a config file it may reload, with its log lines kept.
-struct Binary {
+pub(crate) struct Binary {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     dir: PathBuf,
     config: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
@@ -29,7 +29,7 @@ struct Binary {
 
 impl Binary {
     /// Writes `config` to a fresh dir and starts the binary on it.
-    async fn start(what: &str, config: &str) -> Self {
+    pub(crate) async fn start(what: &str, config: &str) -> Self {
         let dir = temp_path(what);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
@@ -51,7 +51,10 @@ impl Binary {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                        // Text or JSON logs: the address ends at a quote or a space.
+                        let rest = &line[i + "listening on ".len()..];
+                        let end = rest.find(['"', ' ']).unwrap_or(rest.len());
+                        let _ = tx.send(rest[..end].to_string());
                     }
                 }
                 lines.lock().unwrap().push(line);
@@ -93,7 +96,7 @@ impl Binary {
     }
 
     /// Waits for a log line containing `needle` and returns it.
-    async fn log_line(&self, needle: &str) -> String {
+    pub(crate) async fn log_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(l) = self
@@ -164,7 +167,7 @@ fn requests_total(text: &[u8]) -> f64 {
         .sum()
 }
 
-fn key(name: &str, secret: &str, extra: &str) -> String {
+pub(crate) fn key(name: &str, secret: &str, extra: &str) -> String {
     format!(
         "[[auth.keys]]\nname = \"{name}\"\nsecret_sha256 = \"{}\"\n{extra}\n",
         key_hash(secret)
