@@ -1,7 +1,6 @@
 //! Logging setup: `log_format = "text" | "json"`, level from the config unless `RUST_LOG` is set;
 //! with `[observability.otlp]`, the spans are exported too (see [`crate::observability::otlp`]).
 
-use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use opentelemetry::trace::TraceContextExt;
