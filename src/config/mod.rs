@@ -462,27 +462,7 @@ impl Config {
         }
 
         if let Some(otlp) = &self.observability.otlp {
-            let at = |k: &str| format!("observability.otlp.{k}");
-            if !(otlp.endpoint.starts_with("http://") || otlp.endpoint.starts_with("https://")) {
-                return Err(ConfigError::new(
-                    at("endpoint"),
-                    "must start with http:// or https://",
-                ));
-            }
-            if !(0.0..=1.0).contains(&otlp.sample_ratio) {
-                return Err(ConfigError::new(at("sample_ratio"), "must be within 0..1"));
-            }
-            if otlp.service_name.is_empty() {
-                return Err(ConfigError::new(at("service_name"), "must not be empty"));
-            }
-            for (name, var) in &otlp.headers_env {
-                let path = format!("observability.otlp.headers_env.{name}");
-                if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(ConfigError::new(path, "not a valid header name"));
-                }
-                let value = read_env(path, var)?;
-                self.secrets.otlp_headers.push((name.clone(), value));
-            }
+            self.secrets.otlp_headers = otlp.validate(&read_env)?;
         }
 
         // Timeouts and retries.
