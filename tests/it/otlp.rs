@@ -332,6 +332,10 @@ sample_ratio = 1.0
                 // A tool call runs within the round that asked for it.
                 let tools = descendants(&spans, request[0], "tool");
                 assert_eq!(tools.len(), 1);
+                assert_eq!(
+                    tools[0].parent_span_id, attempts[0].span_id,
+                    "the tool call runs in the round-1 attempt that asked for it"
+                );
                 let t = attrs(tools[0]);
                 assert_eq!(t["tool"], "datetime");
                 assert!(t.contains_key("outcome"), "{t:?}");
