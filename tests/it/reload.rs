@@ -542,3 +542,89 @@ async fn fifty_reloads_under_load_lose_no_request_and_leak_nothing() {
     );
     upstream.stop().await;
 }
+
+/// An Anthropic upstream that answers every request with a text message and records the client
+/// port of each request (one port = one pooled connection).
+fn port_recording_upstream() -> (String, Arc<Mutex<Vec<u16>>>, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let ports = Arc::new(Mutex::new(Vec::new()));
+    let data = web::Data::new(ports.clone());
+    let server = HttpServer::new(move || {
+        App::new().app_data(data.clone()).default_service(web::to(
+            // The body is read: a server that leaves it unread closes the connection.
+            |req: HttpRequest, _body: web::Bytes, ports: web::Data<Arc<Mutex<Vec<u16>>>>| async move {
+                ports.lock().unwrap().push(req.peer_addr().unwrap().port());
+                HttpResponse::Ok().json(crate::common::upstream::text_message("text", "hello"))
+            },
+        ))
+    })
+    .workers(1)
+    .keep_alive(Duration::from_secs(60))
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let url = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (url, ports, handle)
+}
+
+/// A reload that leaves a provider unchanged keeps its connection pool: the next request goes
+/// over the same upstream connection. A changed provider gets a new client.
+#[actix_web::test]
+async fn an_unchanged_provider_keeps_its_connections_across_a_reload() {
+    let (up, ports, upstream) = port_recording_upstream();
+    let config = |header: &str, more: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+
+[request_log]
+enabled = false
+
+{keys}
+
+[[providers]]
+name = "up"
+kind = "anthropic"
+base_url = "{up}"
+headers = {{ "x-config" = "{header}" }}
+
+[[models]]
+id = "m"
+deployments = [{{ provider = "up", model = "text" }}]
+{more}
+"#,
+            keys = key("a", KEY_A, ""),
+        )
+    };
+    let gw = Binary::start("reload-pool", &config("one", "")).await;
+    let ask_m = || ask("m", false, "hi");
+    assert_eq!(post_as(&gw.url, KEY_A, &ask_m()).await.status, 200);
+
+    gw.write(&config("one", FAST));
+    gw.sighup();
+    gw.await_generation(2).await;
+    assert_eq!(post_as(&gw.url, KEY_A, &ask_m()).await.status, 200);
+
+    gw.write(&config("two", FAST));
+    gw.sighup();
+    gw.await_generation(3).await;
+    assert_eq!(post_as(&gw.url, KEY_A, &ask_m()).await.status, 200);
+
+    let ports = ports.lock().unwrap().clone();
+    assert_eq!(ports.len(), 3);
+    assert_eq!(
+        ports[0], ports[1],
+        "unchanged provider: the same connection"
+    );
+    assert_ne!(
+        ports[1], ports[2],
+        "changed provider: a new client and connection"
+    );
+    let line = gw.log_line("providers: changed up").await;
+    assert!(line.contains("generation=3"), "{line}");
+    upstream.stop(true).await;
+}
