@@ -99,6 +99,9 @@ pub fn server_done(span: &Span, r: &RequestRecord, provider_kind: Option<&'stati
         ));
     }
     set(span, attrs);
+    if let Some(kind) = &r.error_type {
+        span.set_status(opentelemetry::trace::Status::error(kind.clone()));
+    }
 }
 
 fn set(span: &Span, attrs: impl IntoIterator<Item = KeyValue>) {
@@ -133,9 +136,10 @@ pub fn request(
     )
 }
 
-/// One upstream attempt; `status` and `class` are filled by [`attempt_done`].
+/// One upstream attempt; `status` and `class` are filled by [`attempt_done`]. Exported, it is a
+/// client span, in error when the attempt failed.
 pub fn attempt(deployment: &str, upstream_model: &str, round: u32, attempt: u32) -> Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "attempt",
         deployment = %deployment,
         upstream_model = %upstream_model,
@@ -143,7 +147,13 @@ pub fn attempt(deployment: &str, upstream_model: &str, round: u32, attempt: u32)
         attempt,
         status = Empty,
         class = Empty,
-    )
+        otel.kind = Empty,
+        otel.status_code = Empty,
+    );
+    if otlp::enabled() {
+        span.record("otel.kind", "client");
+    }
+    span
 }
 
 /// Records how an attempt ended (`class` is `success` or a failure class).
@@ -152,6 +162,9 @@ pub fn attempt_done(span: &Span, status: Option<u16>, class: &str) {
         span.record("status", s);
     }
     span.record("class", class);
+    if class != "success" && otlp::enabled() {
+        span.record("otel.status_code", "error");
+    }
 }
 
 /// One gateway tool call; `outcome` is filled by [`tool_done`].

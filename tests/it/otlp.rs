@@ -295,6 +295,14 @@ sample_ratio = 1.0
         let attempts = children(&spans, request[0], "attempt");
         for at in &attempts {
             assert_eq!(at.trace_id, server.trace_id, "{name}");
+            assert_eq!(at.kind, SpanKind::Client as i32, "{name}");
+            let failed = attrs(at)["class"] != "success";
+            let code = at.status.as_ref().map_or(0, |s| s.code);
+            assert_eq!(
+                code == 2,
+                failed,
+                "{name}: a failed attempt is an error span"
+            );
             let sid = hex::encode(&at.span_id);
             assert!(
                 upstream_traceparents
