@@ -16,6 +16,7 @@ pub mod observability;
 pub mod protocol;
 pub mod providers;
 pub mod ratelimit;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod session;

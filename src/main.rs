@@ -20,27 +20,35 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut config = match aigw::Config::load(&cli.config) {
+    if let Some(listen) = &cli.listen {
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            eprintln!("--listen: must be an address like 127.0.0.1:8080");
+            return ExitCode::from(2);
+        }
+    }
+    // Reloads read the same file with the same override.
+    let source = aigw::reload::ConfigSource {
+        path: cli.config.clone(),
+        listen: cli.listen.clone(),
+    };
+    let config = match source.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("invalid config {}: {e}", cli.config.display());
             return ExitCode::from(2);
         }
     };
-    if let Some(listen) = cli.listen {
-        if listen.parse::<std::net::SocketAddr>().is_err() {
-            eprintln!("--listen: must be an address like 127.0.0.1:8080");
-            return ExitCode::from(2);
-        }
-        config.server.listen = listen;
-    }
     if cli.check_config {
         println!("config {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    aigw::telemetry::init(&config.observability);
+    if let Err(e) = aigw::telemetry::init_with_export(&config) {
+        eprintln!("cannot start logging or trace export: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         let gateway = aigw::start(config)?;
+        gateway.watch(source)?;
         for addr in &gateway.addrs {
             tracing::info!("listening on http://{addr}");
         }

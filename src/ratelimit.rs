@@ -20,6 +20,7 @@ use governor::{Quota, RateLimiter};
 use prometheus::IntCounterVec;
 
 use crate::api::auth::ApiKey;
+use crate::config::LimitsConfig;
 use crate::error::GatewayError;
 
 type KeyedLimiter =
@@ -29,6 +30,8 @@ type KeyedLimiter =
 pub type LimitHeaders = Vec<(&'static str, String)>;
 
 struct KeyState {
+    /// What this state was built for: a reload keeps the state of a key whose limits are equal.
+    limits: LimitsConfig,
     /// Keys with the same limit share one keyed limiter.
     rpm: Option<(Arc<KeyedLimiter>, u32)>,
     tpm: Option<TokenBucket>,
@@ -75,16 +78,30 @@ impl TokenBucket {
 
 /// Shared, lock-free limit state for every configured key.
 pub struct RateLimits {
-    keys: HashMap<String, KeyState>,
+    keys: HashMap<String, Arc<KeyState>>,
     clock: DefaultClock,
 }
 
 impl RateLimits {
     pub fn new<'a>(keys: impl Iterator<Item = &'a Arc<ApiKey>>) -> Self {
+        Self::after(None, keys)
+    }
+
+    /// The limits of the config generation after `prev`: a key whose limits did not change
+    /// keeps its state (a reload refills no bucket); a key whose limits changed starts afresh
+    /// but keeps counting the requests it has in flight.
+    pub fn after<'a>(
+        prev: Option<&RateLimits>,
+        keys: impl Iterator<Item = &'a Arc<ApiKey>>,
+    ) -> Self {
         let mut by_rate: HashMap<u32, Arc<KeyedLimiter>> = HashMap::new();
         let clock = DefaultClock::default();
         let keys = keys
             .map(|k| {
+                let old = prev.and_then(|p| p.keys.get(&k.name));
+                if let Some(old) = old.filter(|o| o.limits == k.limits) {
+                    return (k.name.clone(), old.clone());
+                }
                 let rpm = NonZeroU32::new(k.limits.requests_per_minute).map(|n| {
                     let limiter = by_rate
                         .entry(n.get())
@@ -98,13 +115,15 @@ impl RateLimits {
                     (limiter, n.get())
                 });
                 let state = KeyState {
+                    limits: k.limits.clone(),
                     rpm,
                     tpm: (k.limits.tokens_per_minute > 0)
                         .then(|| TokenBucket::new(k.limits.tokens_per_minute)),
                     max_concurrent: k.limits.max_concurrent,
-                    in_flight: Arc::new(AtomicU32::new(0)),
+                    in_flight: old
+                        .map_or_else(|| Arc::new(AtomicU32::new(0)), |o| o.in_flight.clone()),
                 };
-                (k.name.clone(), state)
+                (k.name.clone(), Arc::new(state))
             })
             .collect();
         Self { keys, clock }
@@ -359,7 +378,6 @@ impl Handler<Debit> for RateLimiterActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LimitsConfig;
 
     fn key(rpm: u32, conc: u32) -> Arc<ApiKey> {
         key_tpm(rpm, conc, 0)
@@ -438,5 +456,26 @@ mod tests {
         assert_eq!(r.error.to_string(), "rate limit exceeded: max_concurrent");
         drop(a);
         limits.admit(&k, 0).unwrap();
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_unchanged_keys() {
+        let k = key(2, 1);
+        let limits = RateLimits::new([&k].into_iter());
+        let held = limits.admit(&k, 0).unwrap();
+        // The same limits: the one request cell taken and the slot held carry over.
+        let same = RateLimits::after(Some(&limits), [&key(2, 1)].into_iter());
+        assert_eq!(
+            same.admit(&k, 0).unwrap_err().limit,
+            "max_concurrent",
+            "the slot held before the reload still counts"
+        );
+        drop(held);
+        same.admit(&k, 0).unwrap();
+        assert_eq!(same.admit(&k, 0).unwrap_err().limit, "requests_per_minute");
+        // A changed limit starts a fresh limiter.
+        let changed_key = key(5, 1);
+        let changed = RateLimits::after(Some(&same), [&changed_key].into_iter());
+        changed.admit(&changed_key, 0).unwrap();
     }
 }

@@ -7,9 +7,11 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::api;
+use crate::config::reload::Changes;
 use crate::config::Config;
 use crate::observability::RequestLog;
-use crate::state::{AppState, WorkerActors};
+use crate::reload::{self, ConfigSource, ReloadError};
+use crate::state::{AppState, LiveState, WorkerSlot};
 
 /// A running gateway.
 pub struct Gateway {
@@ -18,7 +20,9 @@ pub struct Gateway {
     pub addrs: Vec<SocketAddr>,
     /// The `/metrics` listener when `observability.metrics_listen` is set.
     pub metrics_server: Option<(Server, SocketAddr)>,
+    /// The config generation the gateway started with (see [`Gateway::live`] for the current).
     pub state: Arc<AppState>,
+    pub live: web::Data<LiveState>,
 }
 
 impl Gateway {
@@ -28,6 +32,16 @@ impl Gateway {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
+    }
+
+    /// Applies an already loaded config as the next generation (see [`reload::apply`]).
+    pub fn reload(&self, config: crate::config::Config) -> Result<Changes, ReloadError> {
+        reload::apply(&self.live, config)
+    }
+
+    /// Reloads `source` on SIGHUP and, with `server.watch_config`, when the file changes.
+    pub fn watch(&self, source: ConfigSource) -> std::io::Result<()> {
+        reload::spawn(self.live.clone(), source)
     }
 
     /// Serves until the server stops (SIGTERM: graceful, in-flight responses get
@@ -60,16 +74,17 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
     if state.config.request_log.enabled {
         let log = RequestLog::start(&state.config.request_log, state.metrics.log_dropped.clone())
             .map_err(std::io::Error::other)?;
-        state.request_log = Some(log);
+        state.request_log = Some(Arc::new(log));
     }
     let state = Arc::new(state);
-    let data = web::Data::from(state.clone());
+    let live = web::Data::new(LiveState::new(state.clone()));
+    let data = live.clone();
     let metrics_here = metrics_listen.is_none();
     let server = HttpServer::new(move || {
-        let actors = web::Data::new(WorkerActors::start(&data));
+        let slot = web::Data::new(WorkerSlot::new(&data.load()));
         App::new()
             .app_data(data.clone())
-            .app_data(actors)
+            .app_data(slot)
             .configure(|cfg| api::configure(cfg, metrics_here))
     })
     .workers(workers)
@@ -86,7 +101,7 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
     let addrs = server.addrs();
     let server = server.run();
     let metrics_server = match metrics_listen {
-        Some(listen) => Some(metrics_server(&state, &listen)?),
+        Some(listen) => Some(metrics_server(&live, &listen)?),
         None => None,
     };
     Ok(Gateway {
@@ -94,12 +109,16 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
         addrs,
         metrics_server,
         state,
+        live,
     })
 }
 
 /// `/metrics` alone on its own listener, one worker.
-fn metrics_server(state: &Arc<AppState>, listen: &str) -> std::io::Result<(Server, SocketAddr)> {
-    let data = web::Data::from(state.clone());
+fn metrics_server(
+    live: &web::Data<LiveState>,
+    listen: &str,
+) -> std::io::Result<(Server, SocketAddr)> {
+    let data = live.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())

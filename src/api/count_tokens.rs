@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::messages::{anthropic_beta, beta_query, check, refuse, Checked};
-use super::request_id;
+use super::{request_id, Current};
 use crate::config::ProviderKind;
 use crate::error::GatewayError;
 use crate::observability::{Endpoint, RequestRecord};
@@ -18,15 +18,14 @@ use crate::providers::{ClientHeaders, CountCall, CountTokens, FailureClass};
 use crate::ratelimit::{AdmitRequest, LimitHeaders};
 use crate::routing::{Deployment, Model, RoutingPrefs};
 use crate::session::debug::AttemptRecord;
-use crate::state::{AppState, WorkerActors};
+use crate::state::WorkerActors;
 
 pub const ESTIMATE_HEADER: &str = "x-gateway-token-estimate";
 
 pub async fn count_tokens(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
-    workers: web::Data<WorkerActors>,
+    Current { state, workers }: Current,
 ) -> HttpResponse {
     let received_at = Instant::now();
     let request_id = request_id(&req);

@@ -8,14 +8,15 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use super::auth::ApiKey;
-use super::{header, request_id};
+use super::{header, request_id, Current};
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
 use crate::observability::metrics::Counted;
 use crate::observability::record::{redact_body, user_id};
-use crate::observability::{Endpoint, RequestRecord};
+use crate::observability::{spans, Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::{session_id, validate, validate_count_tokens, ApiVersion};
@@ -31,12 +32,30 @@ use crate::tools::{ModelAccess, ToolChoice, ToolSet};
 pub async fn create_message(
     req: HttpRequest,
     payload: web::Payload,
+    Current { state, workers }: Current,
+) -> HttpResponse {
+    let request_id = request_id(&req);
+    let server = spans::server(req.headers(), &request_id);
+    let traceparent = spans::traceparent(&server);
+    let mut res = answer(req, payload, state, workers, request_id, server).await;
+    // The trace this request belongs to, for the client to find it.
+    if let Some(v) = traceparent.and_then(|t| t.parse().ok()) {
+        res.headers_mut().insert(header::TRACEPARENT, v);
+    }
+    res
+}
+
+async fn answer(
+    req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AppState>,
     workers: web::Data<WorkerActors>,
+    request_id: String,
+    server: tracing::Span,
 ) -> HttpResponse {
     let received_at = Instant::now();
-    let request_id = request_id(&req);
     let mut record = RequestRecord::new(Endpoint::Messages, &request_id, SystemTime::now());
+    record.trace = (!server.is_none()).then(|| server.clone());
     let init = match admit(&req, payload, &state, &mut record, received_at).await {
         Ok(init) => init,
         Err(e) => {
@@ -44,7 +63,12 @@ pub async fn create_message(
             return refuse(&state, record, received_at, &e);
         }
     };
-    match session::run(init, state.clone(), workers).await {
+    spans::server_admitted(&server, &init.request);
+    // The session's `request` span is created inside, so it is a child of the server span.
+    let result = session::run(init, state.clone(), workers)
+        .instrument(server)
+        .await;
+    match result {
         (_, Ok(SessionHead::Json { body, headers })) => {
             let mut res = HttpResponse::Ok();
             res.content_type("application/json");

@@ -10,9 +10,10 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::HeaderValue;
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, HttpMessage, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::ids;
+use crate::state::{AppState, LiveState, WorkerActors, WorkerSlot};
 
 /// Request headers the gateway reads, named once (a `&str` name is parsed on every lookup).
 pub(crate) mod header {
@@ -28,11 +29,55 @@ pub(crate) mod header {
     pub const CLAUDE_CODE_SESSION_ID: HeaderName =
         HeaderName::from_static("x-claude-code-session-id");
     pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 }
 
 /// The request's id, minted by the middleware before any handler runs.
 #[derive(Clone)]
 pub struct RequestId(pub String);
+
+/// The config generation a request runs on, loaded once when it arrives and kept to its end
+/// (a reload never changes a running request), with this worker's actors for it.
+pub struct Current {
+    pub state: web::Data<AppState>,
+    pub workers: web::Data<WorkerActors>,
+}
+
+/// The current config generation alone, for routes that message no actor.
+pub struct CurrentState(pub web::Data<AppState>);
+
+fn live(req: &HttpRequest) -> Result<&LiveState, actix_web::Error> {
+    req.app_data::<web::Data<LiveState>>()
+        .map(|l| l.get_ref())
+        .ok_or_else(|| actix_web::error::ErrorInternalServerError("no live state"))
+}
+
+impl FromRequest for Current {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(live(req).and_then(|live| {
+            let slot = req
+                .app_data::<web::Data<WorkerSlot>>()
+                .ok_or_else(|| actix_web::error::ErrorInternalServerError("no worker slot"))?;
+            let (state, workers) = slot.snapshot(live);
+            Ok(Self {
+                state: web::Data::from(state),
+                workers: web::Data::from(workers),
+            })
+        }))
+    }
+}
+
+impl FromRequest for CurrentState {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(live(req).map(|live| Self(web::Data::from(live.load()))))
+    }
+}
 
 pub fn request_id(req: &HttpRequest) -> String {
     req.extensions()

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::request_id;
+use super::{request_id, CurrentState};
 use crate::api::auth::ApiKey;
 use crate::error::GatewayError;
 use crate::observability::{Endpoint, RequestRecord};
@@ -114,7 +114,7 @@ fn respond(
 pub async fn list(
     req: HttpRequest,
     query: web::Query<ListQuery>,
-    state: web::Data<AppState>,
+    CurrentState(state): CurrentState,
 ) -> HttpResponse {
     let started = Instant::now();
     let mut record = RequestRecord::new(Endpoint::Models, &request_id(&req), SystemTime::now());
@@ -176,7 +176,7 @@ fn list_body(
 pub async fn retrieve(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    CurrentState(state): CurrentState,
 ) -> HttpResponse {
     let started = Instant::now();
     let mut record = RequestRecord::new(Endpoint::Models, &request_id(&req), SystemTime::now());

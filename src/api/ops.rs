@@ -1,11 +1,10 @@
 //! Health, readiness, metrics and the fallback for unknown routes. None of them is authenticated.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::request_id;
+use super::{request_id, CurrentState};
 use crate::error::GatewayError;
-use crate::state::AppState;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
@@ -15,7 +14,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready once the config is loaded, the listeners are up (both true whenever this runs) and the
 /// request log writer is alive. Upstream health never affects readiness.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(CurrentState(state): CurrentState) -> HttpResponse {
     let reasons: Vec<&str> = state
         .request_log
         .as_ref()
@@ -33,7 +32,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(CurrentState(state): CurrentState) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render(&state.models))

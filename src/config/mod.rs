@@ -6,6 +6,7 @@ mod auth;
 mod models;
 mod observability;
 mod providers;
+pub mod reload;
 mod resilience;
 mod server;
 mod tools;
@@ -18,7 +19,9 @@ use serde::Deserialize;
 
 pub use auth::{AuthConfig, KeyConfig};
 pub use models::{DeploymentConfig, ModelConfig, Price};
-pub use observability::{LogFormat, ObservabilityConfig, RequestLogConfig};
+pub use observability::{
+    LogFormat, ObservabilityConfig, OtlpConfig, OtlpProtocol, RequestLogConfig,
+};
 pub use providers::{
     forward_refusal, CacheControlMode, CapabilityOverrides, MockToolMode, ProviderConfig,
     ProviderKind, StreamToolCalls,
@@ -82,6 +85,8 @@ pub struct Secrets {
     pub provider_keys: HashMap<String, Secret>,
     /// Search engine keys by engine name.
     pub engine_keys: HashMap<String, Secret>,
+    /// `observability.otlp.headers_env`, resolved: header name and value.
+    pub otlp_headers: Vec<(String, Secret)>,
 }
 
 impl fmt::Debug for Secrets {
@@ -101,6 +106,12 @@ impl Secret {
     }
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
     }
 }
 
@@ -205,6 +216,9 @@ impl Config {
             &mut self.secrets.engine_keys,
         )?;
         self.observability.validate()?;
+        if let Some(otlp) = &self.observability.otlp {
+            self.secrets.otlp_headers = otlp.validate(&|path, var| read_env(env, path, var))?;
+        }
         self.request_log.validate()
     }
 

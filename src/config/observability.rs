@@ -1,10 +1,11 @@
 //! `[observability]` and `[request_log]` (gateway.md §11).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, Secret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -14,13 +15,86 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObservabilityConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     /// Serve `/metrics` on this address instead of the main listener.
     pub metrics_listen: Option<String>,
+    /// Trace export; `None` = no exporter at all.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `[observability.otlp]`: OTLP/HTTP trace export.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Base URL; `/v1/traces` is appended.
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Header name → environment variable holding its value (values are secrets).
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of traces recorded (a sampled incoming parent is always followed).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl OtlpConfig {
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
+    }
+
+    /// Checks the section and resolves `headers_env` (`read_env(key path, variable)`).
+    pub(super) fn validate(
+        &self,
+        read_env: &dyn Fn(String, &str) -> Result<Secret, ConfigError>,
+    ) -> Result<Vec<(String, Secret)>, ConfigError> {
+        let at = |k: &str| format!("observability.otlp.{k}");
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            return Err(ConfigError::new(
+                at("endpoint"),
+                "must start with http:// or https://",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(ConfigError::new(at("sample_ratio"), "must be within 0..1"));
+        }
+        if self.service_name.is_empty() {
+            return Err(ConfigError::new(at("service_name"), "must not be empty"));
+        }
+        self.headers_env
+            .iter()
+            .map(|(name, var)| {
+                let path = format!("observability.otlp.headers_env.{name}");
+                if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(ConfigError::new(path, "not a valid header name"));
+                }
+                Ok((name.clone(), read_env(path, var)?))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+fn default_service_name() -> String {
+    "aigw".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 impl Default for ObservabilityConfig {
@@ -29,11 +103,12 @@ impl Default for ObservabilityConfig {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             metrics_listen: None,
+            otlp: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RequestLogConfig {
     pub enabled: bool,
@@ -90,5 +165,56 @@ impl RequestLogConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(otlp: &str) -> Result<Config, String> {
+        let text = format!("auth.disabled = true\n[observability.otlp]\n{otlp}\n");
+        Config::from_toml_with_env(&text, &|v| (v == "TOKEN").then(|| "t0k".into()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn otlp_section_defaults_and_errors_name_the_key() {
+        let c = load("endpoint = \"http://127.0.0.1:4318/\"").unwrap();
+        let otlp = c.observability.otlp.unwrap();
+        assert_eq!(otlp.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(otlp.protocol, super::OtlpProtocol::HttpProtobuf);
+        assert_eq!(
+            (otlp.service_name.as_str(), otlp.sample_ratio),
+            ("aigw", 1.0)
+        );
+        let c = load("endpoint = \"https://x\"\nprotocol = \"http/json\"\nheaders_env = { \"x-team\" = \"TOKEN\" }").unwrap();
+        assert_eq!(c.secrets.otlp_headers[0].0, "x-team");
+        assert_eq!(c.secrets.otlp_headers[0].1.expose(), "t0k");
+        assert!(
+            !format!("{c:?}").contains("t0k"),
+            "the header value is a secret"
+        );
+        for (otlp, err) in [
+            (
+                "endpoint = \"localhost:4318\"",
+                "observability.otlp.endpoint: must start with http:// or https://",
+            ),
+            (
+                "endpoint = \"http://x\"\nsample_ratio = 2.0",
+                "observability.otlp.sample_ratio: must be within 0..1",
+            ),
+            (
+                "endpoint = \"http://x\"\nheaders_env = { \"x\" = \"MISSING\" }",
+                "observability.otlp.headers_env.x: environment variable MISSING is not set",
+            ),
+            (
+                "endpoint = \"http://x\"\nprotocol = \"grpc\"",
+                "observability.otlp.protocol",
+            ),
+        ] {
+            let e = load(otlp).unwrap_err();
+            assert!(e.contains(err), "{e}");
+        }
     }
 }

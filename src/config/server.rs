@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::{ConfigError, Strictness, SUPPORTED_ANTHROPIC_VERSIONS};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: String,
@@ -14,6 +14,8 @@ pub struct ServerConfig {
     /// 0 = one worker per core.
     pub workers: usize,
     pub shutdown_grace_secs: u64,
+    /// Reload when the config file changes (SIGHUP reloads either way).
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -23,12 +25,13 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             workers: 0,
             shutdown_grace_secs: 30,
+            watch_config: false,
         }
     }
 }
 
 /// Per-key limits; also the defaults for keys that set none. 0 = unlimited.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub requests_per_minute: u32,
@@ -36,7 +39,7 @@ pub struct LimitsConfig {
     pub max_concurrent: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DefaultsConfig {
     pub strictness: Strictness,
@@ -52,7 +55,7 @@ impl Default for DefaultsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
     pub ping_interval_ms: u64,

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{read_env, ConfigError, Env, ProviderConfig, ProviderKind, Secret};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToolsConfig {
     pub max_rounds: u32,
@@ -32,7 +32,7 @@ impl Default for ToolsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatetimeConfig {
     pub default_timezone: String,
@@ -46,7 +46,7 @@ impl Default for DatetimeConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSearchConfig {
     /// Defaults to the sole engine when exactly one is configured.
@@ -76,7 +76,7 @@ pub enum SearchEngineKind {
     Brave,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchEngineConfig {
     pub kind: SearchEngineKind,
@@ -86,7 +86,7 @@ pub struct SearchEngineConfig {
     pub api_key_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebFetchConfig {
     pub allow_private_networks: bool,
@@ -110,13 +110,13 @@ impl Default for WebFetchConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdvisorConfig {
     pub default_model: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageGenerationConfig {
     /// An `openai`-kind provider serving `/images/generations`.

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Rows the request log could not queue.
     pub log_dropped: IntCounter,
+    /// `{result = ok | error | restart_required}`.
+    pub config_reloads: IntCounterVec,
+    /// The applied config's generation: 1 at start, one more per applied reload.
+    pub config_generation: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -109,6 +113,25 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(log_dropped.clone()))
             .expect("unique metric");
+        let config_generation = IntGauge::new(
+            "gateway_config_generation",
+            "Generation of the applied config: 1 at start, one more per applied reload",
+        )
+        .expect("valid metric");
+        r.register(Box::new(config_generation.clone()))
+            .expect("unique metric");
+        config_generation.set(1);
+        r.register(Box::new(super::otlp::dropped_spans().clone()))
+            .expect("unique metric");
+        let config_reloads = counter(
+            &r,
+            "gateway_config_reloads_total",
+            "Config reloads by result",
+            &["result"],
+        );
+        for result in ["ok", "error", "restart_required"] {
+            config_reloads.with_label_values(&[result]);
+        }
         Self {
             requests: counter(
                 &r,
@@ -203,6 +226,8 @@ impl Metrics {
             active_streams,
             circuit_state,
             log_dropped,
+            config_reloads,
+            config_generation,
             registry: r,
         }
     }

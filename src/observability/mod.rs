@@ -6,6 +6,7 @@
 //! logs one `request` line and queues the log row.
 
 pub mod metrics;
+pub mod otlp;
 pub mod record;
 pub mod request_log;
 pub mod spans;
@@ -15,8 +16,18 @@ pub use record::{Endpoint, RequestRecord};
 pub use request_log::RequestLog;
 
 /// Accounts for one finished request: metrics, a log line, the request log row.
-pub fn record(metrics: &Metrics, log: Option<&RequestLog>, record: RequestRecord) {
+/// `provider_kind` is the answering provider's kind, for the server span.
+pub fn record(
+    metrics: &Metrics,
+    log: Option<&RequestLog>,
+    mut record: RequestRecord,
+    provider_kind: Option<&'static str>,
+) {
     metrics.observe(&record);
+    // The server span ends here, not when the row is written on the log's thread.
+    if let Some(span) = record.trace.take() {
+        spans::server_done(&span, &record, provider_kind);
+    }
     tracing::info!(
         request_id = %record.request_id,
         endpoint = record.endpoint.as_str(),

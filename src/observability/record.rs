@@ -81,6 +81,9 @@ pub struct RequestRecord {
     /// Only with `request_log.log_bodies`; redacted.
     pub request_body: Option<String>,
     pub response_body: Option<String>,
+    /// The request's server span when spans are exported; it ends when the record is accounted
+    /// for, and takes the request's attributes then.
+    pub trace: Option<tracing::Span>,
 }
 
 /// An empty record, left behind when a record moves on (to the session, to the log).
@@ -119,6 +122,7 @@ impl RequestRecord {
             price: None,
             request_body: None,
             response_body: None,
+            trace: None,
         }
     }
 

@@ -138,6 +138,9 @@ async fn send(
     if call.stream {
         req = req.insert_header(("accept", "text/event-stream"));
     }
+    if let Some(tp) = &call.traceparent {
+        req = req.insert_header(("traceparent", tp.as_str()));
+    }
     // Strictness drops for an Anthropic upstream are top-level fields (unknown ones, and the
     // OpenAI-only extensions, which `anthropic_body` skips anyway).
     let skip: Vec<&str> = call

@@ -75,6 +75,8 @@ pub struct Call {
     pub prompt_cache_key: Option<Arc<str>>,
     /// The client's headers that providers may forward (`forward_headers`).
     pub client_headers: ClientHeaders,
+    /// W3C `traceparent` of the attempt's span, when spans are exported.
+    pub traceparent: Option<String>,
 }
 
 /// How an upstream failure is handled (gateway.md §7.3).

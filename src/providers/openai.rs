@@ -116,6 +116,9 @@ async fn send(
     let mut req = client
         .post(format!("{base}/chat/completions"))
         .insert_header(("content-type", "application/json"));
+    if let Some(tp) = &call.traceparent {
+        req = req.insert_header(("traceparent", tp.as_str()));
+    }
     if call.stream {
         req = req.insert_header(("accept", "text/event-stream"));
     }

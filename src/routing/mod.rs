@@ -30,8 +30,10 @@ pub struct Deployment {
     pub upstream_model: String,
     pub weight: u32,
     pub price: Option<Price>,
-    pub breaker: CircuitBreaker,
-    pub stats: DeploymentStats,
+    /// Shared with the same deployment of the previous config generation, when it did not
+    /// change: a reload keeps its health.
+    pub breaker: Arc<CircuitBreaker>,
+    pub stats: Arc<DeploymentStats>,
 }
 
 impl Deployment {
@@ -63,6 +65,17 @@ pub struct ModelIndex {
 
 impl ModelIndex {
     pub fn build(config: &Config, providers: &[Arc<Provider>]) -> Self {
+        Self::build_after(config, providers, None)
+    }
+
+    /// As [`ModelIndex::build`], for the config generation after `prev`: a deployment whose
+    /// model, name, provider (the same `Arc`) and upstream model are unchanged keeps its breaker
+    /// and latency statistics, unless the breaker settings changed.
+    pub fn build_after(
+        config: &Config,
+        providers: &[Arc<Provider>],
+        prev: Option<(&ModelIndex, &Config)>,
+    ) -> Self {
         let mut index = Self::default();
         for m in &config.models {
             let deployments = m
@@ -73,18 +86,37 @@ impl ModelIndex {
                         .iter()
                         .position(|p| p.name() == d.provider)
                         .expect("validated: deployment provider exists");
+                    let provider = providers[provider_index].clone();
+                    let name = d
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{}/{}", d.provider, d.model));
+                    let kept = prev
+                        .filter(|(_, c)| c.circuit_breaker == config.circuit_breaker)
+                        .and_then(|(index, _)| index.resolve(&m.id))
+                        .and_then(|old| {
+                            old.deployments.iter().find(|o| {
+                                o.name == name
+                                    && o.upstream_model == d.model
+                                    && Arc::ptr_eq(&o.provider, &provider)
+                            })
+                        });
+                    let (breaker, stats) = match kept {
+                        Some(o) => (o.breaker.clone(), o.stats.clone()),
+                        None => (
+                            Arc::new(CircuitBreaker::new(config.circuit_breaker.clone())),
+                            Arc::default(),
+                        ),
+                    };
                     Arc::new(Deployment {
-                        name: d
-                            .name
-                            .clone()
-                            .unwrap_or_else(|| format!("{}/{}", d.provider, d.model)),
-                        provider: providers[provider_index].clone(),
+                        name,
+                        provider,
                         provider_index,
                         upstream_model: d.model.clone(),
                         weight: d.weight,
                         price: d.price,
-                        breaker: CircuitBreaker::new(config.circuit_breaker.clone()),
-                        stats: DeploymentStats::default(),
+                        breaker,
+                        stats,
                     })
                 })
                 .collect();
@@ -250,8 +282,8 @@ pub(crate) fn test_deployment(
         upstream_model: name.into(),
         weight,
         price: price.map(|(input, output)| Price { input, output }),
-        breaker: CircuitBreaker::new(breaker),
-        stats: DeploymentStats::default(),
+        breaker: Arc::new(CircuitBreaker::new(breaker)),
+        stats: Arc::default(),
     })
 }
 

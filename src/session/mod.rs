@@ -332,6 +332,12 @@ impl SessionActor {
         let id = self.attempt_seq;
         self.upstream_start.get_or_insert(now);
         self.trace_with(|| format!("attempt.{id}.start {}", deployment.name));
+        let attempt_span = spans::attempt(
+            &deployment.name,
+            &deployment.upstream_model,
+            self.round(),
+            id,
+        );
         let call = Call {
             request,
             upstream_model: deployment.upstream_model.clone(),
@@ -352,6 +358,7 @@ impl SessionActor {
             drops: self.init.strictness_plan.drops_for(&deployment),
             prompt_cache_key: self.init.strictness_plan.prompt_cache_key.clone(),
             client_headers: self.init.client_headers.clone(),
+            traceparent: spans::traceparent(&attempt_span),
         };
         // The warnings are those of the deployment that answers.
         self.headers.retain(|(k, _)| *k != WARNINGS_HEADER);
@@ -366,12 +373,6 @@ impl SessionActor {
                 async move { Upstream(id, None) },
             ));
         let handle = ctx.add_stream(events);
-        let attempt_span = spans::attempt(
-            &deployment.name,
-            &deployment.upstream_model,
-            self.round(),
-            id,
-        );
         self.attempt_log.push(AttemptRecord {
             n: id,
             round: self.round(),

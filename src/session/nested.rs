@@ -91,6 +91,7 @@ async fn complete(
             prompt_cache_key: None,
             // The advisor's own call is the gateway's, not the client's.
             client_headers: Default::default(),
+            traceparent: crate::observability::spans::traceparent(&tracing::Span::current()),
         };
         let (tx, mut rx) = mpsc::channel(8);
         workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });
