@@ -29,12 +29,7 @@ impl AppState {
         let providers: Vec<Arc<Provider>> = config
             .providers
             .iter()
-            .map(|p| {
-                Arc::new(Provider {
-                    config: p.clone(),
-                    api_key: config.secrets.provider_keys.get(&p.name).cloned(),
-                })
-            })
+            .map(|p| Arc::new(Provider::new(p.clone(), &config.secrets)))
             .collect();
         let keys = KeyIndex::build(&config);
         let models = ModelIndex::build(&config, &providers);

@@ -3,6 +3,7 @@
 //! during validation and never stored in the file.
 
 mod auth;
+mod cloud;
 mod models;
 mod observability;
 mod providers;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 pub use auth::{AuthConfig, KeyConfig};
+pub use cloud::{parse_google_json, CloudCredentials};
 pub use models::{DeploymentConfig, ModelConfig, Price};
 pub use observability::{LogFormat, ObservabilityConfig, RequestLogConfig};
 pub use providers::{
@@ -84,6 +86,8 @@ pub struct Secrets {
     pub provider_keys: HashMap<String, Secret>,
     /// Search engine keys by engine name.
     pub engine_keys: HashMap<String, Secret>,
+    /// Credentials of the bedrock and vertex providers, by provider name.
+    pub cloud: HashMap<String, CloudCredentials>,
 }
 
 impl fmt::Debug for Secrets {
@@ -234,6 +238,8 @@ impl Config {
                         url.pop();
                     }
                 }
+                // Their base_url comes from the region (config/cloud.rs).
+                ProviderKind::Bedrock | ProviderKind::Vertex => {}
                 ProviderKind::Mock => {
                     if p.base_url.is_some() {
                         return Err(ConfigError::new(
@@ -256,6 +262,9 @@ impl Config {
                     at("kind"),
                     "reply, tool_mode, ttft_ms and chunk_delay_ms are options of the mock kind only",
                 ));
+            }
+            if let Some(creds) = cloud::validate(p, i, env)? {
+                self.secrets.cloud.insert(p.name.clone(), creds);
             }
             if let Some(var) = &p.api_key_env {
                 let secret = read_env(at("api_key_env"), var)?;

@@ -10,6 +10,10 @@ pub enum ProviderKind {
     Anthropic,
     Openai,
     Mock,
+    /// Claude on AWS Bedrock (`InvokeModel`, SigV4).
+    Bedrock,
+    /// Claude on Google Vertex AI (`rawPredict`, OAuth bearer tokens).
+    Vertex,
 }
 
 impl ProviderKind {
@@ -18,7 +22,19 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::Openai => "openai",
             Self::Mock => "mock",
+            Self::Bedrock => "bedrock",
+            Self::Vertex => "vertex",
         }
+    }
+
+    /// Claude behind a cloud API: the Anthropic body and events, with the cloud's envelope.
+    pub fn is_cloud(self) -> bool {
+        matches!(self, Self::Bedrock | Self::Vertex)
+    }
+
+    /// Speaks Anthropic's Messages format (natively or inside a cloud envelope).
+    pub fn speaks_anthropic(self) -> bool {
+        matches!(self, Self::Anthropic | Self::Bedrock | Self::Vertex)
     }
 }
 
@@ -70,6 +86,27 @@ pub struct ProviderConfig {
     pub stream_tool_calls: StreamToolCalls,
     #[serde(default)]
     pub capabilities: CapabilityOverrides,
+    // bedrock and vertex (config/cloud.rs validates which kind takes which)
+    /// AWS region (bedrock) or Google Cloud location (vertex; `"global"` allowed).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Google Cloud project id (vertex).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Variables holding static AWS keys, instead of the default credential chain (bedrock).
+    #[serde(default)]
+    pub aws_access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key_env: Option<String>,
+    #[serde(default)]
+    pub aws_session_token_env: Option<String>,
+    /// Shared-config profile for the AWS credential chain (bedrock).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Variable naming the Google credentials JSON, instead of `GOOGLE_APPLICATION_CREDENTIALS`
+    /// (vertex).
+    #[serde(default)]
+    pub credentials_file_env: Option<String>,
     // mock-only options (gateway.md §9)
     #[serde(default)]
     pub reply: Option<String>,

@@ -134,7 +134,8 @@ pub fn evaluate(req: &MessagesRequest, caps: &Capabilities, has_session: bool) -
     match caps.kind {
         // The mock accepts everything and warns about nothing (gateway.md §3).
         ProviderKind::Mock => Vec::new(),
-        ProviderKind::Anthropic => req
+        // The cloud kinds take the Anthropic body inside their envelope.
+        ProviderKind::Anthropic | ProviderKind::Bedrock | ProviderKind::Vertex => req
             .fields
             .keys()
             .filter_map(|k| {

@@ -2,7 +2,9 @@
 
 pub mod accumulate;
 pub mod anthropic;
+pub mod bedrock;
 pub mod capabilities;
+pub mod cloud;
 pub mod merge;
 pub mod openai;
 pub mod request;
