@@ -3,6 +3,7 @@
 mod common;
 
 mod auth;
+mod bedrock;
 mod binary;
 mod endpoints;
 mod errors;
