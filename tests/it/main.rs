@@ -17,3 +17,4 @@ mod routing;
 mod sdk;
 mod tool_loop;
 mod tools;
+mod vertex;
