@@ -12,6 +12,16 @@ use crate::common::cloud::*;
 use crate::common::upstream::{self, MockUpstream, Recorded, Reply};
 use crate::common::*;
 
+/// The fragments of `by_model`'s `tool` stream.
+const TOOL_FRAGMENTS: [&str; 6] = [
+    "{\"ci",
+    "ty\": \"Ly",
+    "on\", \"unit",
+    "\": \"c\\u00e9lsius\", \"days\"",
+    ": [1, ",
+    "2]}",
+];
+
 const MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
 
 /// A gateway with `mock` and `bedrock-us` (at `url`, with `credentials` lines), and models
@@ -109,7 +119,10 @@ async fn json_reply_through_a_signed_invoke() {
     )
     .await;
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
-    assert_eq!(res.json()["content"][0]["text"], "Hello from Bedrock");
+    assert_eq!(
+        res.json(),
+        upstream::text_message(MODEL.trim_end_matches(":0"), "Hello from upstream")
+    );
     assert_no_secret(&String::from_utf8_lossy(&res.body));
 
     let got = br.up.last();
@@ -138,11 +151,11 @@ async fn eventstream_frames_become_anthropic_sse() {
     for (model, frames) in [
         (
             "br-text",
-            upstream::text_stream("text", &["Hello", " from", " Bedrock"]),
+            upstream::text_stream("text", &["Hello", " from", " upstream"]),
         ),
         (
             "br-tool",
-            upstream::tool_stream("tool", "get_weather", &["{\"ci", "ty\": \"Ly", "on\"}"]),
+            upstream::tool_stream("tool", "get_weather", &TOOL_FRAGMENTS),
         ),
     ] {
         let res = post(&gw.url, &request(model, true)).await;

@@ -257,9 +257,10 @@ pub fn bedrock_target(path: &str) -> (String, String) {
     (id, op.to_string())
 }
 
-/// Behaviour by model id: `text`, `tool`, `http-<Exception>`, `mid-<Exception>` (one delta,
-/// then the exception frame), `first-<Exception>` (the exception as the stream's first frame),
-/// `cut` (the stream ends inside a frame). A `v1:0`-style suffix is ignored.
+/// Behaviour by model id: `http-<Exception>`, `mid-<Exception>` (one delta, then the exception
+/// frame), `first-<Exception>` (the exception as the stream's first frame), `cut` (the stream
+/// ends inside a frame), else the scripted Anthropic upstream's [`upstream::by_model`] in
+/// Bedrock's envelope ([`as_bedrock`]). A `:0`-style suffix is ignored.
 pub fn bedrock_reply(rec: &Recorded) -> Reply {
     let (id, op) = bedrock_target(&rec.path);
     let name = id.split(":").next().unwrap_or_default().to_string();
@@ -278,19 +279,19 @@ pub fn bedrock_reply(rec: &Recorded) -> Reply {
         );
     }
     let stream = op == "invoke-with-response-stream";
-    if !stream {
-        let msg = if name == "tool" {
-            upstream::tool_message(&name, "get_weather", json!({"city":"Lyon"}))
-        } else {
-            upstream::text_message(&name, "Hello from Bedrock")
+    let special = ["first-", "mid-"].iter().any(|p| name.starts_with(p)) || name == "cut";
+    if !special {
+        // Everything else is the scripted Anthropic upstream, in Bedrock's envelope.
+        let mut body = rec.json();
+        body["model"] = json!(name);
+        body["stream"] = json!(stream);
+        let anthropic = Recorded {
+            body: Bytes::from(body.to_string()),
+            ..rec.clone()
         };
-        return Reply::Json(200, msg, vec![]);
+        return as_bedrock(upstream::by_model(&anthropic));
     }
-    let frames = if name == "tool" {
-        upstream::tool_stream(&name, "get_weather", &["{\"ci", "ty\": \"Ly", "on\"}"])
-    } else {
-        upstream::text_stream(&name, &["Hello", " from", " Bedrock"])
-    };
+    let frames = upstream::text_stream(&name, &["Hello", " from", " Bedrock"]);
     let events = bedrock_events(&frames);
     let mut bytes: Vec<u8> = Vec::new();
     if let Some(exc) = name.strip_prefix("first-") {
@@ -310,6 +311,63 @@ pub fn bedrock_reply(rec: &Recorded) -> Reply {
         return Reply::Partial(EVENTSTREAM, Bytes::from(bytes[..n].to_vec()), End::Close);
     }
     Reply::Trickle(EVENTSTREAM, awkward_pieces(bytes), Duration::ZERO)
+}
+
+/// The exception Bedrock reports for an Anthropic error type, with its HTTP status.
+fn exception_for(error_type: &str) -> (&'static str, u16) {
+    match error_type {
+        "rate_limit_error" => ("ThrottlingException", 429),
+        "overloaded_error" => ("ServiceUnavailableException", 503),
+        "invalid_request_error" | "request_too_large" => ("ValidationException", 400),
+        "not_found_error" => ("ResourceNotFoundException", 404),
+        "authentication_error" => ("UnrecognizedClientException", 403),
+        "permission_error" => ("AccessDeniedException", 403),
+        "timeout_error" => ("ModelTimeoutException", 408),
+        _ => ("InternalServerException", 500),
+    }
+}
+
+/// An Anthropic upstream's answer as Bedrock gives it: errors as exceptions (over HTTP, or
+/// in-band for an `error` event), stream events as eventstream `chunk` frames split awkwardly.
+pub fn as_bedrock(reply: Reply) -> Reply {
+    match reply {
+        Reply::Json(status, body, _) if status >= 400 => {
+            let (exc, bedrock_status) = exception_for(body["error"]["type"].as_str().unwrap_or(""));
+            Reply::Json(
+                bedrock_status,
+                json!({"message": body["error"]["message"]}),
+                vec![("x-amzn-errortype".into(), exc.into())],
+            )
+        }
+        Reply::Sse { chunks, end, .. } => {
+            let text: String = chunks
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            let mut bytes = Vec::new();
+            for frame in text.split("\n\n").filter(|f| !f.trim().is_empty()) {
+                let data = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .expect("a data line");
+                let v: Value = serde_json::from_str(data).unwrap();
+                if v["type"] == "error" {
+                    let (exc, _) = exception_for(v["error"]["type"].as_str().unwrap_or(""));
+                    bytes.extend(es_exception(
+                        exc,
+                        v["error"]["message"].as_str().unwrap_or(""),
+                    ));
+                } else {
+                    bytes.extend(es_chunk(&v));
+                }
+            }
+            match end {
+                End::Close => Reply::Trickle(EVENTSTREAM, awkward_pieces(bytes), Duration::ZERO),
+                end => Reply::Partial(EVENTSTREAM, Bytes::from(bytes), end),
+            }
+        }
+        other => other,
+    }
 }
 
 /// A Google token endpoint, metadata server and Vertex endpoint in one server.
