@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
-use crate::protocol::capabilities::{evaluate, Capabilities, Reason, Warning};
+use crate::protocol::capabilities::{beta_warnings, evaluate, Capabilities, Reason, Warning};
 use crate::protocol::request::MessagesRequest;
 use crate::routing::{Deployment, Model};
 
@@ -64,6 +64,18 @@ impl StrictnessPlan {
             drops,
             prompt_cache_key,
         })
+    }
+
+    /// Adds the client's betas each deployment drops (cloud kinds drop the ones they refuse). In
+    /// `error` mode a deployment that drops one is filtered out like any other.
+    pub fn with_betas(mut self, anthropic_beta: Option<&str>) -> Self {
+        for (d, drops) in &mut self.drops {
+            let betas = beta_warnings(d.provider.kind(), anthropic_beta);
+            if !betas.is_empty() {
+                *drops = drops.iter().cloned().chain(betas).collect();
+            }
+        }
+        self
     }
 
     /// Whether `deployment` honours every parameter (drops nothing): the capability filter of

@@ -127,6 +127,18 @@ impl Capabilities {
 /// Extension fields that only OpenAI-compatible upstreams receive (gateway.md §3 last row).
 const OPENAI_ONLY_EXTENSIONS: [&str; 2] = ["prompt_cache_retention", "web_search_options"];
 
+/// The client's betas a cloud deployment drops (`anthropic-beta.<name>`, unsupported): Bedrock
+/// and Vertex refuse betas they do not know. The other kinds drop none.
+pub fn beta_warnings(kind: ProviderKind, anthropic_beta: Option<&str>) -> Vec<Warning> {
+    if !kind.is_cloud() {
+        return Vec::new();
+    }
+    super::cloud::split_betas(anthropic_beta)
+        .filter(|b| !super::cloud::cloud_supports_beta(b))
+        .map(|b| Warning::new(format!("anthropic-beta.{b}"), Reason::Unsupported))
+        .collect()
+}
+
 /// Every parameter of `req` that a deployment with `caps` would drop, in request order.
 /// `has_session`: a session id exists, so a top-level `cache_control` becomes `prompt_cache_key`
 /// on OpenAI-compatible upstreams.

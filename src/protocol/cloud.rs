@@ -11,6 +11,38 @@ use serde_json::value::RawValue;
 pub const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
+/// The `anthropic-beta` values Claude on Bedrock and Vertex accept (from their documentation);
+/// they refuse any other with a 400, so the gateway drops the rest (and says so in `warn` mode).
+const CLOUD_BETAS: [&str; 14] = [
+    "computer-use-2024-10-22",
+    "computer-use-2025-01-24",
+    "computer-use-2025-11-24",
+    "token-efficient-tools-2025-02-19",
+    "interleaved-thinking-2025-05-14",
+    "output-128k-2025-02-19",
+    "dev-full-thinking-2025-05-14",
+    "context-1m-2025-08-07",
+    "context-management-2025-06-27",
+    "effort-2025-11-24",
+    "tool-search-tool-2025-10-19",
+    "tool-examples-2025-10-29",
+    "fine-grained-tool-streaming-2025-05-14",
+    "prompt-caching-2024-07-31",
+];
+
+/// The client's `anthropic-beta` values (comma-joined, as the gateway carries them), split.
+pub fn split_betas(header: Option<&str>) -> impl Iterator<Item = &str> {
+    header
+        .into_iter()
+        .flat_map(|b| b.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+}
+
+pub fn cloud_supports_beta(beta: &str) -> bool {
+    CLOUD_BETAS.contains(&beta)
+}
+
 /// The body with `drop` removed and `add` appended; untouched fields keep their bytes and order.
 fn rebody(body: &[u8], drop: &[&str], add: &[(&str, String)]) -> Result<Vec<u8>, String> {
     let mut fields: IndexMap<String, Box<RawValue>> =
@@ -150,6 +182,15 @@ mod tests {
         );
         assert!(bedrock_count_reply(b"{}").is_err());
         assert!(bedrock_body(b"[1]", &[]).is_err());
+    }
+
+    #[test]
+    fn betas() {
+        let kept: Vec<&str> = split_betas(Some("claude-code-20250219, context-1m-2025-08-07,,"))
+            .filter(|b| cloud_supports_beta(b))
+            .collect();
+        assert_eq!(kept, ["context-1m-2025-08-07"]);
+        assert_eq!(split_betas(None).count(), 0);
     }
 
     #[test]

@@ -26,7 +26,10 @@ use super::{
 };
 use crate::config::CloudCredentials;
 use crate::protocol::bedrock::{http_error, BedrockError, EventStreamDecoder, StreamItem};
-use crate::protocol::cloud::{bedrock_body, bedrock_count_body, bedrock_count_reply, bedrock_path};
+use crate::protocol::cloud::{
+    bedrock_body, bedrock_count_body, bedrock_count_reply, bedrock_path, cloud_supports_beta,
+    split_betas,
+};
 
 /// Largest non-stream body read from Bedrock.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -275,13 +278,11 @@ fn upstream_error(e: BedrockError, status: Option<u16>, creds: &Credentials) -> 
     }
 }
 
-/// The client's betas and the provider's `extra_betas`, for the body's `anthropic_beta`.
+/// The client's betas Bedrock accepts (the rest were reported as dropped by strictness) and the
+/// provider's `extra_betas`, for the body's `anthropic_beta`.
 fn betas<'a>(provider: &'a Provider, client: Option<&'a str>) -> Vec<&'a str> {
-    client
-        .into_iter()
-        .flat_map(|b| b.split(','))
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
+    split_betas(client)
+        .filter(|b| cloud_supports_beta(b))
         .chain(provider.config.extra_betas.iter().map(String::as_str))
         .collect()
 }

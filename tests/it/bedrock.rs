@@ -112,8 +112,11 @@ async fn json_reply_through_a_signed_invoke() {
         &gw.url,
         &[
             ("x-api-key", KEY),
-            ("anthropic-beta", "beta-one,beta-two"),
-            ("anthropic-beta", "beta-three"),
+            (
+                "anthropic-beta",
+                "context-1m-2025-08-07,claude-code-20250219",
+            ),
+            ("anthropic-beta", "interleaved-thinking-2025-05-14"),
         ],
         &body,
     )
@@ -124,6 +127,11 @@ async fn json_reply_through_a_signed_invoke() {
         upstream::text_message(MODEL.trim_end_matches(":0"), "Hello from upstream")
     );
     assert_no_secret(&String::from_utf8_lossy(&res.body));
+    // Bedrock refuses betas it does not know: dropped, and said so.
+    assert_eq!(
+        res.header("x-gateway-warnings"),
+        Some("anthropic-beta.claude-code-20250219:unsupported")
+    );
 
     let got = br.up.last();
     assert_eq!(br.bad_signatures.load(Ordering::SeqCst), 0);
@@ -138,8 +146,30 @@ async fn json_reply_through_a_signed_invoke() {
         got.json(),
         json!({"max_tokens": 64, "messages": [{"role": "user", "content": "Hello there"}],
                "temperature": 0.5, "anthropic_version": "bedrock-2023-05-31",
-               "anthropic_beta": ["beta-one", "beta-two", "beta-three"]})
+               "anthropic_beta": ["context-1m-2025-08-07", "interleaved-thinking-2025-05-14"]})
     );
+
+    // Under `error` strictness an unsupported beta is refused before any upstream call.
+    let before = br.up.count();
+    let res = post_with(
+        &gw.url,
+        &[
+            ("x-api-key", KEY),
+            ("anthropic-beta", "claude-code-20250219"),
+            ("x-aistats-strictness", "error"),
+        ],
+        &body,
+    )
+    .await;
+    let e = res.assert_error(400, "invalid_request_error");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anthropic-beta.claude-code-20250219"),
+        "{e}"
+    );
+    assert_eq!(br.up.count(), before);
     gw.stop().await;
     br.up.stop().await;
 }

@@ -110,7 +110,11 @@ async fn service_account_json_and_stream() {
     let gw = service_account_gateway(&vx);
     let res = post_with(
         &gw.url,
-        &[("x-api-key", KEY), ("anthropic-beta", "beta-one,beta-two")],
+        &[
+            ("x-api-key", KEY),
+            ("anthropic-beta", "context-1m-2025-08-07,oauth-2025-04-20"),
+            ("anthropic-beta", "interleaved-thinking-2025-05-14"),
+        ],
         &request("claude-sonnet", false),
     )
     .await;
@@ -124,7 +128,15 @@ async fn service_account_json_and_stream() {
         got.path,
         "/v1/projects/test-project/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict"
     );
-    assert_eq!(got.header("anthropic-beta"), Some("beta-one,beta-two"));
+    assert_eq!(
+        got.header("anthropic-beta"),
+        Some("context-1m-2025-08-07,interleaved-thinking-2025-05-14"),
+        "the beta Vertex refuses is dropped"
+    );
+    assert_eq!(
+        res.header("x-gateway-warnings"),
+        Some("anthropic-beta.oauth-2025-04-20:unsupported")
+    );
     assert_eq!(
         got.header("authorization"),
         Some("Bearer ya29.test-token-1")

@@ -15,7 +15,9 @@ use super::{
     accepted, report_sent, send_checked, Call, CountCall, Provider, ProviderEvent, UpstreamError,
 };
 use crate::config::Secret;
-use crate::protocol::cloud::{vertex_body, vertex_count_body, vertex_path};
+use crate::protocol::cloud::{
+    cloud_supports_beta, split_betas, vertex_body, vertex_count_body, vertex_path,
+};
 
 /// Largest non-stream body read from Vertex.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -50,8 +52,9 @@ async fn post(
         .post(format!("{base}{path}"))
         .insert_header(("content-type", "application/json"))
         .insert_header(("authorization", format!("Bearer {}", token.expose())));
-    let betas: Vec<&str> = anthropic_beta
-        .into_iter()
+    // Betas Vertex refuses are dropped (strictness reported them); `extra_betas` always go.
+    let betas: Vec<&str> = split_betas(anthropic_beta)
+        .filter(|b| cloud_supports_beta(b))
         .chain(c.extra_betas.iter().map(String::as_str))
         .collect();
     if !betas.is_empty() {
