@@ -36,6 +36,35 @@ pub enum CloudCredentials {
     GoogleMetadata { host: String },
 }
 
+impl CloudCredentials {
+    /// Where the credentials come from, for `--check-config` and the start log: names and
+    /// paths, never a value.
+    pub fn source(&self) -> String {
+        match self {
+            Self::AwsChain { profile: None } => "the AWS default credential chain (environment, \
+                shared config files, web identity, ECS container endpoint, IMDSv2)"
+                .into(),
+            Self::AwsChain { profile: Some(p) } => format!(
+                "the AWS default credential chain with profile \"{p}\" (environment, shared \
+                 config files, web identity, ECS container endpoint, IMDSv2)"
+            ),
+            Self::AwsStatic { session_token, .. } => format!(
+                "static AWS keys from aws_access_key_id_env and aws_secret_access_key_env{}",
+                if session_token.is_some() {
+                    " (with aws_session_token_env)"
+                } else {
+                    ""
+                }
+            ),
+            Self::GoogleServiceAccount { client_email, .. } => {
+                format!("the Google service account {client_email}")
+            }
+            Self::GoogleAuthorizedUser { .. } => "a Google authorized-user refresh token".into(),
+            Self::GoogleMetadata { host } => format!("the Google metadata server at {host}"),
+        }
+    }
+}
+
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const GOOGLE_METADATA_HOST: &str = "metadata.google.internal";
 
