@@ -655,3 +655,31 @@ async fn chain_web_identity_through_sts() {
     sts.stop().await;
     let _ = std::fs::remove_file(token_file);
 }
+
+/// `debug` shows the signed request with every credential redacted, and Bedrock's raw events.
+#[actix_web::test]
+async fn debug_redacts_the_signature_and_token() {
+    let br = static_mock();
+    let gw = start(br.url(), STATIC_KEYS, &[]);
+    let mut body = request("claude-sonnet", true);
+    body["debug"] = json!({"return_upstream_request": true, "return_upstream_response": true});
+    let res = post(&gw.url, &body).await;
+    assert_eq!(res.status, 200);
+    let events = res.events();
+    let (_, delta) = events.iter().find(|(n, _)| n == "message_delta").unwrap();
+    let sent = &delta["debug"]["upstream_request"][0];
+    assert_eq!(sent["headers"]["authorization"], "[redacted]");
+    assert_eq!(sent["headers"]["x-amz-security-token"], "[redacted]");
+    assert!(sent["headers"]["x-amz-date"].is_string());
+    assert_eq!(sent["body"]["anthropic_version"], "bedrock-2023-05-31");
+    assert!(sent["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/invoke-with-response-stream"));
+    let raw = delta["debug"]["upstream_response"].as_array().unwrap();
+    assert!(raw.iter().any(|e| e["type"] == "message_start"), "{raw:?}");
+    assert_no_secret(&String::from_utf8_lossy(&res.body));
+    assert_eq!(br.bad_signatures.load(Ordering::SeqCst), 0);
+    gw.stop().await;
+    br.up.stop().await;
+}

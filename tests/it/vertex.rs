@@ -387,3 +387,23 @@ deployments = [
     vx.up.stop().await;
     an.stop().await;
 }
+
+/// `debug` shows the request with the bearer token redacted.
+#[actix_web::test]
+async fn debug_redacts_the_bearer_token() {
+    let vx = VertexMock::start(3600);
+    let gw = service_account_gateway(&vx);
+    let mut body = request("vx-text", false);
+    body["debug"] = json!({"return_upstream_request": true});
+    let res = post(&gw.url, &body).await;
+    assert_eq!(res.status, 200);
+    let sent = &res.json()["debug"]["upstream_request"][0];
+    assert_eq!(sent["headers"]["authorization"], "[redacted]");
+    assert!(sent["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/models/text:rawPredict"));
+    assert!(!String::from_utf8_lossy(&res.body).contains("ya29."));
+    gw.stop().await;
+    vx.up.stop().await;
+}
