@@ -30,6 +30,11 @@ impl<T: Clone> TokenCache<T> {
         }
     }
 
+    /// Forgets the value: the upstream refused it before its expiry (revoked, rotated).
+    pub fn clear(&self) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// The cached value, or the one `fetch` returns (with its expiry) when none is fresh.
     /// A failed fetch is not cached: the next caller tries again.
     pub async fn get<F, Fut, E>(&self, fetch: F) -> Result<T, E>
@@ -101,6 +106,12 @@ mod tests {
             near.get(|| async { Ok::<_, ()>((3, None)) }).await.unwrap(),
             2,
             "a value without expiry stays"
+        );
+        near.clear();
+        assert_eq!(
+            near.get(|| async { Ok::<_, ()>((4, None)) }).await.unwrap(),
+            4,
+            "until it is cleared"
         );
     }
 }

@@ -407,3 +407,23 @@ async fn debug_redacts_the_bearer_token() {
     gw.stop().await;
     vx.up.stop().await;
 }
+
+/// A token Vertex refuses before its expiry (revoked) is dropped from the cache: the next
+/// request gets a new one.
+#[actix_web::test]
+async fn a_revoked_token_is_replaced() {
+    let vx = VertexMock::start(3600);
+    let gw = service_account_gateway(&vx);
+    assert_eq!(post(&gw.url, &request("vx-text", false)).await.status, 200);
+    vx.revoke_all();
+    let res = post(&gw.url, &request("vx-text", false)).await;
+    assert_eq!(
+        res.status, 502,
+        "a deployment fault with nothing to fall back to"
+    );
+    assert_eq!(vx.refused.load(Ordering::SeqCst), 1);
+    assert_eq!(post(&gw.url, &request("vx-text", false)).await.status, 200);
+    assert_eq!(vx.refreshes.load(Ordering::SeqCst), 2);
+    gw.stop().await;
+    vx.up.stop().await;
+}

@@ -116,6 +116,11 @@ impl GoogleAuth {
         self.cache.get(|| self.fetch(client)).await
     }
 
+    /// Vertex refused the cached token (revoked, rotated): the next request fetches another.
+    pub fn forget(&self) {
+        self.cache.clear();
+    }
+
     async fn fetch(
         &self,
         client: &awc::Client,

@@ -66,8 +66,14 @@ async fn post(
     Ok((req, token))
 }
 
-/// An error message never carries the token, whatever the upstream echoed.
-fn scrub(mut e: UpstreamError, token: &Secret) -> UpstreamError {
+/// An error message never carries the token, whatever the upstream echoed; a token Vertex
+/// refused is not used again.
+fn scrub(provider: &Provider, mut e: UpstreamError, token: &Secret) -> UpstreamError {
+    if e.status == Some(401) {
+        if let Ok(auth) = google(provider) {
+            auth.forget();
+        }
+    }
     if !token.expose().is_empty() {
         e.message = e.message.replace(token.expose(), "[redacted]");
     }
@@ -138,7 +144,7 @@ async fn send(
     report_sent(call, &req, &body, sink).await;
     send_checked(req, body, provider, call.stream, true)
         .await
-        .map_err(|e| scrub(e, &token))
+        .map_err(|e| scrub(provider, e, &token))
 }
 
 /// `POST …/publishers/anthropic/models/count-tokens:rawPredict`: Anthropic's answer as it is.
@@ -159,7 +165,7 @@ pub async fn count_tokens(
     let body = Bytes::from(vertex_count_body(&call.body).map_err(UpstreamError::transient)?);
     let mut res = send_checked(req.timeout(timeout), body, &provider, false, true)
         .await
-        .map_err(|e| scrub(e, &token))?;
+        .map_err(|e| scrub(&provider, e, &token))?;
     let body = res
         .body()
         .limit(super::MAX_ERROR_BODY)

@@ -377,6 +377,7 @@ pub struct VertexMock {
     pub refreshes: Arc<AtomicUsize>,
     /// Requests refused for a bad assertion or a dead token.
     pub refused: Arc<AtomicUsize>,
+    issued: Arc<Mutex<Vec<Issued>>>,
 }
 
 pub const VERTEX_PROJECT: &str = "test-project";
@@ -395,7 +396,7 @@ impl VertexMock {
         let refreshes = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let issued: Arc<Mutex<Vec<Issued>>> = Arc::default();
-        let (r, x) = (refreshes.clone(), refused.clone());
+        let (r, x, tokens) = (refreshes.clone(), refused.clone(), issued.clone());
         let url = Arc::new(Mutex::new(String::new()));
         let u = url.clone();
         let up = MockUpstream::start(Arc::new(move |rec: &Recorded| {
@@ -468,7 +469,13 @@ impl VertexMock {
             up,
             refreshes,
             refused,
+            issued: tokens,
         }
+    }
+
+    /// Every token issued so far stops working, before its expiry.
+    pub fn revoke_all(&self) {
+        self.issued.lock().unwrap().clear();
     }
 
     pub fn url(&self) -> &str {
