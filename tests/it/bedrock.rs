@@ -683,3 +683,39 @@ async fn debug_redacts_the_signature_and_token() {
     gw.stop().await;
     br.up.stop().await;
 }
+
+/// Bedrock runs no Anthropic server tools: the native `web_search_20250305` shape runs in the
+/// gateway's tool loop, and Bedrock sees it as a plain tool definition.
+#[actix_web::test]
+async fn native_web_search_runs_in_the_gateway() {
+    let br = static_mock();
+    let services = crate::common::tool_user::services();
+    let text = bedrock_config(br.url(), STATIC_KEYS, &["loop"])
+        + &format!(
+            "[tools.web_search.engines.local]\nkind = \"searxng\"\nbase_url = \"{}/searx\"\n",
+            services.url
+        );
+    let gw = TestGateway::start_config(aigw::Config::from_toml_with_env(&text, &test_env).unwrap());
+    let mut body = request("br-loop", false);
+    body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]);
+    body["messages"] = json!([{"role": "user", "content": "lyon weather"}]);
+    let res = post(&gw.url, &body).await;
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    let v = res.json();
+    let types: Vec<&str> = v["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"server_tool_use"), "{types:?}");
+    assert!(types.contains(&"web_search_tool_result"), "{types:?}");
+    assert_eq!(v["usage"]["server_tool_use"]["web_search_requests"], 1);
+    let first = br.up.requests()[0].json();
+    assert_ne!(first["tools"][0]["type"], "web_search_20250305");
+    assert!(first["tools"][0]["input_schema"].is_object(), "{first}");
+    assert_eq!(br.up.count(), 2, "two rounds on Bedrock");
+    assert_eq!(br.bad_signatures.load(Ordering::SeqCst), 0);
+    gw.stop().await;
+    br.up.stop().await;
+}
