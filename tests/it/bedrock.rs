@@ -420,9 +420,15 @@ async fn a_bad_signature_is_a_deployment_fault_and_nothing_leaks() {
 
 // ---- the AWS credential chain, through the SDK's documented environment ----
 
+/// The chain tests change the process environment: under nextest each test has its own process,
+/// and under `cargo test` they take turns through this lock.
+static AWS_ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Clears what the chain reads and keeps it off any real endpoint: IMDS is off unless a test
-/// points it at loopback, and no shared file of this machine is read.
-fn hermetic_aws_env() {
+/// points it at loopback, and no shared file of this machine is read. Hold the guard for the
+/// whole test.
+async fn hermetic_aws_env() -> tokio::sync::MutexGuard<'static, ()> {
+    let guard = AWS_ENV.lock().await;
     for var in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -442,6 +448,7 @@ fn hermetic_aws_env() {
     std::env::set_var("AWS_CONFIG_FILE", &none);
     std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &none);
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    guard
 }
 
 async fn three_signed_requests(gw: &TestGateway, br: &BedrockMock) {
@@ -455,7 +462,7 @@ async fn three_signed_requests(gw: &TestGateway, br: &BedrockMock) {
 
 #[actix_web::test]
 async fn chain_environment_keys() {
-    hermetic_aws_env();
+    let _env = hermetic_aws_env().await;
     std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDFROMENVIRONMENT1");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "env-secret-value");
     let br = BedrockMock::start(aws_keys(&[(
@@ -471,7 +478,7 @@ async fn chain_environment_keys() {
 
 #[actix_web::test]
 async fn chain_profile_file() {
-    hermetic_aws_env();
+    let _env = hermetic_aws_env().await;
     let creds = temp_path("aws-credentials");
     std::fs::write(
         &creds,
@@ -531,7 +538,7 @@ fn ecs_json(id: &str, secret: &str, token: &str, expiry: &str) -> Reply {
 #[actix_web::test]
 async fn chain_ecs_endpoint_with_expiry_and_refresh() {
     for (lifetime, fetches) in [(30, 3), (3600, 1)] {
-        hermetic_aws_env();
+        let _env = hermetic_aws_env().await;
         let br = BedrockMock::start(aws_keys(&[]));
         let (ecs, hits) = credential_endpoint(br.keys.clone(), lifetime, ecs_json);
         std::env::set_var(
@@ -550,7 +557,7 @@ async fn chain_ecs_endpoint_with_expiry_and_refresh() {
 /// IMDSv2: a session token first (PUT), then the role's keys, from a loopback stand-in.
 #[actix_web::test]
 async fn chain_imdsv2() {
-    hermetic_aws_env();
+    let _env = hermetic_aws_env().await;
     std::env::remove_var("AWS_EC2_METADATA_DISABLED");
     let br = BedrockMock::start(aws_keys(&[]));
     let keys = br.keys.clone();
@@ -631,7 +638,7 @@ fn sts_xml(id: &str, secret: &str, token: &str, expiry: &str) -> Reply {
 /// (`AWS_ENDPOINT_URL_STS`), with refresh before expiry.
 #[actix_web::test]
 async fn chain_web_identity_through_sts() {
-    hermetic_aws_env();
+    let _env = hermetic_aws_env().await;
     let br = BedrockMock::start(aws_keys(&[]));
     let (sts, hits) = credential_endpoint(br.keys.clone(), 30, sts_xml);
     let token_file = temp_path("web-identity-token");
