@@ -170,6 +170,17 @@ async fn json_reply_through_a_signed_invoke() {
         "{e}"
     );
     assert_eq!(br.up.count(), before);
+
+    let metrics = String::from_utf8_lossy(&get(&gw.url, "/metrics").await.body).to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_requests_total")
+                && l.contains("provider=\"bedrock-us\"")
+                && l.contains("status=\"200\"")),
+        "{metrics}"
+    );
+    assert_no_secret(&metrics);
     gw.stop().await;
     br.up.stop().await;
 }

@@ -156,6 +156,15 @@ async fn service_account_json_and_stream() {
     assert_stream_grammar(&res.events());
     assert!(vx.up.last().path.ends_with("/models/tool:streamRawPredict"));
     assert_eq!(vx.refreshes.load(Ordering::SeqCst), 1, "one token for both");
+    let metrics = String::from_utf8_lossy(&get(&gw.url, "/metrics").await.body).to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_requests_total")
+                && l.contains("provider=\"vertex\"")
+                && l.contains("status=\"200\"")),
+        "{metrics}"
+    );
     assert_eq!(vx.refused.load(Ordering::SeqCst), 0);
     gw.stop().await;
     vx.up.stop().await;
