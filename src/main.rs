@@ -38,13 +38,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The cloud kinds' credentials, by where they come from (never a value).
+    let sources: Vec<String> = config
+        .providers
+        .iter()
+        .filter_map(|p| {
+            let creds = config.secrets.cloud.get(&p.name)?;
+            Some(format!(
+                "provider {} ({}): credentials from {}",
+                p.name,
+                p.kind.as_str(),
+                creds.source()
+            ))
+        })
+        .collect();
     if cli.check_config {
+        for s in &sources {
+            println!("{s}");
+        }
         println!("config {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
     if let Err(e) = aigw::telemetry::init_with_export(&config) {
         eprintln!("cannot start logging or trace export: {e}");
         return ExitCode::FAILURE;
+    }
+    for s in &sources {
+        tracing::info!("{s}");
     }
     let result = actix_web::rt::System::new().block_on(async move {
         let gateway = aigw::start(config)?;

@@ -89,7 +89,7 @@ impl AppState {
 
 
 /// The runtime providers of `config`; a provider whose config, key, timeouts and stream settings
-/// equal those in `prev` is the same `Arc`.
+/// equal those in `prev` (cloud credentials included) is the same `Arc`.
 fn providers(config: &Config, prev: Option<&AppState>) -> Vec<Arc<Provider>> {
     let key_of = |c: &Config, name: &str| c.secrets.provider_keys.get(name).cloned();
     config
@@ -102,16 +102,16 @@ fn providers(config: &Config, prev: Option<&AppState>) -> Vec<Arc<Provider>> {
                     s.config.timeouts == config.timeouts && s.config.stream == config.stream
                 })
                 .and_then(|s| {
-                    s.providers
-                        .iter()
-                        .find(|o| o.config == *p && o.api_key == api_key)
+                    s.providers.iter().find(|o| {
+                        o.config == *p
+                            && o.api_key == api_key
+                            && s.config.secrets.cloud.get(&p.name)
+                                == config.secrets.cloud.get(&p.name)
+                    })
                 });
             match kept {
                 Some(o) => o.clone(),
-                None => Arc::new(Provider {
-                    config: p.clone(),
-                    api_key,
-                }),
+                None => Arc::new(Provider::new(p.clone(), &config.secrets)),
             }
         })
         .collect()

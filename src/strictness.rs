@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ProviderKind;
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
-use crate::protocol::capabilities::{Capabilities, Reason, Warning};
+use crate::protocol::capabilities::{beta_warnings, Capabilities, Reason, Warning};
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::translate::request::{build, RequestContext};
 use crate::routing::{Deployment, Model};
@@ -66,6 +66,18 @@ impl StrictnessPlan {
             drops,
             prompt_cache_key,
         })
+    }
+
+    /// Adds the client's betas each deployment drops (cloud kinds drop the ones they refuse). In
+    /// `error` mode a deployment that drops one is filtered out like any other.
+    pub fn with_betas(mut self, anthropic_beta: Option<&str>) -> Self {
+        for (d, drops) in &mut self.drops {
+            let betas = beta_warnings(d.provider.kind(), anthropic_beta);
+            if !betas.is_empty() {
+                *drops = drops.iter().cloned().chain(betas).collect();
+            }
+        }
+        self
     }
 
     /// Whether `deployment` honours every parameter (drops nothing): the capability filter of
@@ -169,7 +181,8 @@ pub fn evaluate(req: &MessagesRequest, caps: &Capabilities, has_session: bool) -
     match caps.kind {
         // The mock accepts everything and warns about nothing (gateway.md §3).
         ProviderKind::Mock => Vec::new(),
-        ProviderKind::Anthropic => req
+        // The cloud kinds take the Anthropic body inside their envelope.
+        ProviderKind::Anthropic | ProviderKind::Bedrock | ProviderKind::Vertex => req
             .fields
             .keys()
             .filter_map(|k| {

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::messages::{anthropic_beta, beta_query, check, refuse, Checked};
 use super::{request_id, Current};
-use crate::config::ProviderKind;
 use crate::error::GatewayError;
 use crate::observability::{Endpoint, RequestRecord};
 use crate::protocol::token_estimate;
@@ -175,10 +174,10 @@ async fn count(
     Ok((json!({"input_tokens": n}).to_string().into(), true))
 }
 
-/// The first Anthropic-kind deployment after `order`, `only` and `ignore`, in config order.
+/// The first deployment that speaks Anthropic (anthropic, bedrock, vertex) after `order`, `only` and `ignore`, in config order.
 fn first_anthropic<'m>(model: &'m Model, prefs: &RoutingPrefs) -> Option<&'m Deployment> {
     let admitted = |d: &&'m Deployment| {
-        d.provider.kind() == ProviderKind::Anthropic
+        d.provider.kind().speaks_anthropic()
             && prefs
                 .only
                 .as_ref()

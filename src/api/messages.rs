@@ -259,7 +259,8 @@ async fn admit(
         strictness,
         &key.name,
         session_id.as_deref(),
-    )?;
+    )?
+    .with_betas(anthropic_beta(req.headers()).as_deref());
     let honours = |d: &routing::Deployment| plan.honours(d);
     let capability_filter: Option<&dyn Fn(&routing::Deployment) -> bool> =
         (strictness == Strictness::Error || prefs.require_parameters).then_some(&honours);

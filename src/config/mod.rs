@@ -3,6 +3,7 @@
 //! during validation and never stored in the file.
 
 mod auth;
+mod cloud;
 mod models;
 mod observability;
 mod providers;
@@ -18,6 +19,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use auth::{AuthConfig, KeyConfig};
+pub use cloud::{parse_google_json, CloudCredentials};
 pub use models::{DeploymentConfig, ModelConfig, Price};
 pub use observability::{
     LogFormat, ObservabilityConfig, OtlpConfig, OtlpProtocol, RequestLogConfig,
@@ -87,6 +89,8 @@ pub struct Secrets {
     pub engine_keys: HashMap<String, Secret>,
     /// `observability.otlp.headers_env`, resolved: header name and value.
     pub otlp_headers: Vec<(String, Secret)>,
+    /// Credentials of the bedrock and vertex providers, by provider name.
+    pub cloud: HashMap<String, CloudCredentials>,
 }
 
 impl fmt::Debug for Secrets {
@@ -202,7 +206,12 @@ impl Config {
         self.server.validate()?;
         self.defaults.validate()?;
         let provider_names =
-            providers::validate(&mut self.providers, env, &mut self.secrets.provider_keys)?;
+            providers::validate(
+            &mut self.providers,
+            env,
+            &mut self.secrets.provider_keys,
+            &mut self.secrets.cloud,
+        )?;
         let model_names = models::validate(&self.models, &provider_names)?;
         self.secrets.key_hashes = self.auth.validate(env, &model_names)?;
         self.timeouts.validate()?;

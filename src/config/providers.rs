@@ -12,6 +12,10 @@ pub enum ProviderKind {
     Anthropic,
     Openai,
     Mock,
+    /// Claude on AWS Bedrock (`InvokeModel`, SigV4).
+    Bedrock,
+    /// Claude on Google Vertex AI (`rawPredict`, OAuth bearer tokens).
+    Vertex,
 }
 
 impl ProviderKind {
@@ -20,7 +24,19 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::Openai => "openai",
             Self::Mock => "mock",
+            Self::Bedrock => "bedrock",
+            Self::Vertex => "vertex",
         }
+    }
+
+    /// Claude behind a cloud API: the Anthropic body and events, with the cloud's envelope.
+    pub fn is_cloud(self) -> bool {
+        matches!(self, Self::Bedrock | Self::Vertex)
+    }
+
+    /// Speaks Anthropic's Messages format (natively or inside a cloud envelope).
+    pub fn speaks_anthropic(self) -> bool {
+        matches!(self, Self::Anthropic | Self::Bedrock | Self::Vertex)
     }
 }
 
@@ -76,6 +92,27 @@ pub struct ProviderConfig {
     pub stream_tool_calls: StreamToolCalls,
     #[serde(default)]
     pub capabilities: CapabilityOverrides,
+    // bedrock and vertex (config/cloud.rs validates which kind takes which)
+    /// AWS region (bedrock) or Google Cloud location (vertex; `"global"` allowed).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Google Cloud project id (vertex).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Variables holding static AWS keys, instead of the default credential chain (bedrock).
+    #[serde(default)]
+    pub aws_access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key_env: Option<String>,
+    #[serde(default)]
+    pub aws_session_token_env: Option<String>,
+    /// Shared-config profile for the AWS credential chain (bedrock).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Variable naming the Google credentials JSON, instead of `GOOGLE_APPLICATION_CREDENTIALS`
+    /// (vertex).
+    #[serde(default)]
+    pub credentials_file_env: Option<String>,
     // mock-only options (gateway.md §9)
     #[serde(default)]
     pub reply: Option<String>,
@@ -134,6 +171,7 @@ pub(super) fn validate(
     providers: &mut [ProviderConfig],
     env: Env,
     keys: &mut HashMap<String, Secret>,
+    cloud: &mut HashMap<String, super::CloudCredentials>,
 ) -> Result<HashSet<String>, ConfigError> {
     let mut provider_names = HashSet::new();
     for (i, p) in providers.iter_mut().enumerate() {
@@ -167,6 +205,8 @@ pub(super) fn validate(
                     url.pop();
                 }
             }
+            // Their base_url comes from the region (config/cloud.rs).
+            ProviderKind::Bedrock | ProviderKind::Vertex => {}
             ProviderKind::Mock => {
                 if p.base_url.is_some() {
                     return Err(ConfigError::new(
@@ -189,6 +229,9 @@ pub(super) fn validate(
                 at("kind"),
                 "reply, tool_mode, ttft_ms and chunk_delay_ms are options of the mock kind only",
             ));
+        }
+        if let Some(creds) = super::cloud::validate(p, i, env)? {
+            cloud.insert(p.name.clone(), creds);
         }
         if let Some(var) = &p.api_key_env {
             let secret = read_env(env, at("api_key_env"), var)?;

@@ -122,6 +122,18 @@ impl Capabilities {
     }
 }
 
+/// The client's betas a cloud deployment drops (`anthropic-beta.<name>`, unsupported): Bedrock
+/// and Vertex refuse betas they do not know. The other kinds drop none.
+pub fn beta_warnings(kind: ProviderKind, anthropic_beta: Option<&str>) -> Vec<Warning> {
+    if !kind.is_cloud() {
+        return Vec::new();
+    }
+    super::cloud::split_betas(anthropic_beta)
+        .filter(|b| !super::cloud::cloud_supports_beta(b))
+        .map(|b| Warning::new(format!("anthropic-beta.{b}"), Reason::Unsupported))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,10 @@
 
 pub mod accumulate;
 pub mod anthropic;
+pub mod bedrock;
 pub mod capabilities;
 pub mod extensions;
+pub mod cloud;
 pub mod merge;
 pub mod openai;
 pub mod request;

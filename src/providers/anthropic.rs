@@ -154,7 +154,7 @@ async fn send(
     send_checked(req, body, provider, call.stream, true).await
 }
 
-fn read_message(body: Bytes) -> ProviderEvent {
+pub(super) fn read_message(body: Bytes) -> ProviderEvent {
     match serde_json::from_slice::<ResponseSummary>(&body) {
         Ok(summary) => ProviderEvent::message(UpstreamMessage {
             body,
@@ -168,7 +168,7 @@ fn read_message(body: Bytes) -> ProviderEvent {
 }
 
 /// Forwards every complete frame as soon as its read completes.
-async fn pump(mut res: Response, capture: bool, sink: mpsc::Sender<ProviderEvent>) {
+pub(super) async fn pump(mut res: Response, capture: bool, sink: mpsc::Sender<ProviderEvent>) {
     let mut parser = SseParser::new();
     let mut events = Vec::new();
     loop {

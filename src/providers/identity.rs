@@ -74,6 +74,7 @@ mod tests {
         Arc::new(Provider {
             config,
             api_key: None,
+            cloud: None,
         })
     }
 

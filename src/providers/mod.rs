@@ -8,8 +8,11 @@
 
 pub mod anthropic;
 pub mod identity;
+pub mod bedrock;
 pub mod mock;
 pub mod openai;
+pub mod token_cache;
+pub mod vertex;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,20 +21,50 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::config::{ProviderConfig, ProviderKind, Secret, StreamConfig, TimeoutsConfig};
+use crate::config::{ProviderConfig, ProviderKind, Secret, Secrets, StreamConfig, TimeoutsConfig};
 use crate::protocol::anthropic::{Frame, Usage};
 use crate::protocol::capabilities::Warning;
 use crate::protocol::request::MessagesRequest;
 pub use identity::ClientHeaders;
 
-/// A provider as the runtime sees it: its config and its key.
+/// A provider as the runtime sees it: its config, its key, and the cloud kinds' credentials.
 #[derive(Debug)]
 pub struct Provider {
     pub config: ProviderConfig,
     pub api_key: Option<Secret>,
+    /// bedrock and vertex: the credential source, shared by every worker.
+    pub cloud: Option<CloudAuth>,
+}
+
+/// Where a cloud provider's requests get their credentials.
+#[derive(Debug)]
+pub enum CloudAuth {
+    Aws(bedrock::AwsAuth),
+    Google(vertex::auth::GoogleAuth),
 }
 
 impl Provider {
+    pub fn new(config: ProviderConfig, secrets: &Secrets) -> Self {
+        let cloud = secrets
+            .cloud
+            .get(&config.name)
+            .and_then(|creds| match config.kind {
+                ProviderKind::Bedrock => Some(CloudAuth::Aws(bedrock::AwsAuth::new(
+                    config.region.as_deref().unwrap_or_default(),
+                    creds,
+                ))),
+                ProviderKind::Vertex => {
+                    Some(CloudAuth::Google(vertex::auth::GoogleAuth::new(creds)))
+                }
+                _ => None,
+            });
+        Self {
+            api_key: secrets.provider_keys.get(&config.name).cloned(),
+            config,
+            cloud,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
     }
@@ -308,6 +341,18 @@ impl Handler<CountTokens> for ProviderActor {
                 msg.call,
                 self.count_timeout,
             )),
+            (ProviderKind::Bedrock, Some(client)) => Box::pin(bedrock::count_tokens(
+                client.clone(),
+                provider,
+                msg.call,
+                self.count_timeout,
+            )),
+            (ProviderKind::Vertex, Some(client)) => Box::pin(vertex::count_tokens(
+                client.clone(),
+                provider,
+                msg.call,
+                self.count_timeout,
+            )),
             (kind, _) => {
                 let err = UpstreamError::transient(format!(
                     "provider kind {} cannot count tokens",
@@ -338,6 +383,12 @@ impl Handler<Dispatch> for ProviderActor {
                 openai::run(client.clone(), provider, call, self.stream_timing, sink),
                 watch,
             ),
+            (ProviderKind::Bedrock, Some(client)) => {
+                spawn_attempt(bedrock::run(client.clone(), provider, call, sink), watch)
+            }
+            (ProviderKind::Vertex, Some(client)) => {
+                spawn_attempt(vertex::run(client.clone(), provider, call, sink), watch)
+            }
             (ProviderKind::Mock, _) => spawn_attempt(mock::run(provider, call, sink), watch),
             (kind, _) => {
                 let err = UpstreamError::transient(format!(
@@ -550,6 +601,7 @@ mod tests {
         let p = Provider {
             config,
             api_key: Some(Secret::new("sk-live-123".into())),
+            cloud: None,
         };
         assert_eq!(
             p.redact("Incorrect API key provided: sk-live-123."),

@@ -277,6 +277,7 @@ pub(crate) fn test_deployment(
         provider: Arc::new(Provider {
             config,
             api_key: None,
+            cloud: None,
         }),
         provider_index: 0,
         upstream_model: name.into(),

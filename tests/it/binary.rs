@@ -82,6 +82,81 @@ async fn serves_the_shipped_config() {
 }
 
 /// Starts the binary with `args` in `dir` and returns it with the address it logged.
+/// The cloud kinds' credentials: a missing one is named at start, by the variable, never by a
+/// value; present ones are described by their source.
+#[test]
+fn check_config_names_cloud_credentials() {
+    let dir = temp_path("cloud-check");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cloud.toml");
+    std::fs::write(
+        &path,
+        r#"
+[auth]
+disabled = true
+
+[[providers]]
+name = "bedrock-us"
+kind = "bedrock"
+region = "us-east-1"
+aws_access_key_id_env = "AIGW_TEST_BEDROCK_ID"
+aws_secret_access_key_env = "AIGW_TEST_BEDROCK_SECRET"
+
+[[providers]]
+name = "vertex"
+kind = "vertex"
+project = "my-project"
+region = "global"
+
+[[models]]
+id = "claude"
+deployments = [{ provider = "bedrock-us", model = "m" }, { provider = "vertex", model = "m" }]
+"#,
+    )
+    .unwrap();
+    let run = |id: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--config", path.to_str().unwrap(), "--check-config"])
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env("GCE_METADATA_HOST", "127.0.0.1:9")
+            .env("HOME", &dir)
+            .env("AIGW_TEST_BEDROCK_SECRET", "wJalrSecretNeverShown");
+        match id {
+            Some(v) => cmd.env("AIGW_TEST_BEDROCK_ID", v),
+            None => cmd.env_remove("AIGW_TEST_BEDROCK_ID"),
+        };
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("providers[0].aws_access_key_id_env")
+            && err.contains("environment variable AIGW_TEST_BEDROCK_ID is not set"),
+        "{err}"
+    );
+    let out = run(Some("AKIDNEVERSHOWN"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("provider bedrock-us (bedrock): credentials from static AWS keys"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "provider vertex (vertex): credentials from the Google metadata server at 127.0.0.1:9"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("AKIDNEVERSHOWN") && !text.contains("wJalrSecretNeverShown"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 async fn spawn_binary(args: &[&str], dir: &Path) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(args)

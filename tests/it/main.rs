@@ -3,6 +3,7 @@
 mod common;
 
 mod auth;
+mod bedrock;
 mod binary;
 mod endpoints;
 mod errors;
@@ -20,3 +21,4 @@ mod shapes;
 mod tool_loop;
 mod tools;
 mod upstream_identity;
+mod vertex;

@@ -12,6 +12,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
+use crate::common::cloud::{
+    aws_keys, BedrockMock, VertexMock, AWS_KEY_ID, AWS_SECRET, AWS_SESSION_TOKEN,
+};
 use crate::common::tool_user::{services, tools_config};
 use crate::common::upstream::{MockUpstream, COUNT_TOKENS};
 use crate::common::*;
@@ -46,7 +51,7 @@ struct Target {
     native_count: bool,
 }
 
-const TARGETS: [Target; 3] = [
+const TARGETS: [Target; 5] = [
     // The scripted Anthropic upstream (`by_model` in common/upstream.rs) behind passthrough.
     Target {
         name: "anthropic",
@@ -166,7 +171,126 @@ deployments = [{ provider = "sdk-openai", model = "loop-web_search" }]
         search: "sdk-oai-search",
         native_count: false,
     },
+    // Claude on Bedrock: the scripted Anthropic upstream inside Bedrock's envelope (SigV4
+    // checked on every request, eventstream frames, exceptions; common/cloud.rs).
+    Target {
+        name: "bedrock",
+        config: r#"
+[[providers]]
+name = "sdk-bedrock"
+kind = "bedrock"
+region = "us-east-1"
+base_url = "{bedrock}"
+aws_access_key_id_env = "TEST_AWS_ID"
+aws_secret_access_key_env = "TEST_AWS_SECRET"
+aws_session_token_env = "TEST_AWS_TOKEN"
+
+[[models]]
+id = "sdk-br-text"
+deployments = [{ provider = "sdk-bedrock", model = "text:0" }]
+
+[[models]]
+id = "sdk-br-tool"
+deployments = [{ provider = "sdk-bedrock", model = "tool:0" }]
+
+[[models]]
+id = "sdk-br-error-500"
+deployments = [{ provider = "sdk-bedrock", model = "error-500:0" }]
+
+[[models]]
+id = "sdk-br-midstream"
+deployments = [{ provider = "sdk-bedrock", model = "midstream:0" }]
+
+[[models]]
+id = "sdk-br-loop"
+deployments = [{ provider = "sdk-bedrock", model = "loop-datetime:0" }]
+
+[[models]]
+id = "sdk-br-loop-all"
+deployments = [{ provider = "sdk-bedrock", model = "loop:0" }]
+
+[[models]]
+id = "sdk-br-client-loop"
+deployments = [{ provider = "sdk-bedrock", model = "loop-client:0" }]
+
+[[models]]
+id = "sdk-br-search"
+deployments = [{ provider = "sdk-bedrock", model = "loop-web_search:0" }]
+"#,
+        text: "sdk-br-text",
+        tool: "sdk-br-tool",
+        error_500: "sdk-br-error-500",
+        midstream: "sdk-br-midstream",
+        expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
+        tool_loop: "sdk-br-loop",
+        tool_loop_all: "sdk-br-loop-all",
+        client_loop: "sdk-br-client-loop",
+        search: "sdk-br-search",
+        native_count: true,
+    },
+    // Claude on Vertex: bearer tokens from the metadata-server stand-in, checked live on every
+    // request (common/cloud.rs).
+    Target {
+        name: "vertex",
+        config: r#"
+[[providers]]
+name = "sdk-vertex"
+kind = "vertex"
+project = "test-project"
+region = "us-east5"
+base_url = "{vertex}"
+
+[[models]]
+id = "sdk-vx-text"
+deployments = [{ provider = "sdk-vertex", model = "text" }]
+
+[[models]]
+id = "sdk-vx-tool"
+deployments = [{ provider = "sdk-vertex", model = "tool" }]
+
+[[models]]
+id = "sdk-vx-error-500"
+deployments = [{ provider = "sdk-vertex", model = "error-500" }]
+
+[[models]]
+id = "sdk-vx-midstream"
+deployments = [{ provider = "sdk-vertex", model = "midstream" }]
+
+[[models]]
+id = "sdk-vx-loop"
+deployments = [{ provider = "sdk-vertex", model = "loop-datetime" }]
+
+[[models]]
+id = "sdk-vx-loop-all"
+deployments = [{ provider = "sdk-vertex", model = "loop" }]
+
+[[models]]
+id = "sdk-vx-client-loop"
+deployments = [{ provider = "sdk-vertex", model = "loop-client" }]
+
+[[models]]
+id = "sdk-vx-search"
+deployments = [{ provider = "sdk-vertex", model = "loop-web_search" }]
+"#,
+        text: "sdk-vx-text",
+        tool: "sdk-vx-tool",
+        error_500: "sdk-vx-error-500",
+        midstream: "sdk-vx-midstream",
+        expect_tool_input: r#"{"city":"Lyon","unit":"célsius","days":[1,2]}"#,
+        tool_loop: "sdk-vx-loop",
+        tool_loop_all: "sdk-vx-loop-all",
+        client_loop: "sdk-vx-client-loop",
+        search: "sdk-vx-search",
+        native_count: true,
+    },
 ];
+
+/// The mock servers the targets reach, by the placeholder their config names them with.
+struct Upstreams<'a> {
+    openai: &'a str,
+    bedrock: &'a str,
+    vertex: &'a str,
+}
 
 /// `max_body_bytes` of the gateway under test; the suites send ~100 KB to provoke a 413.
 const MAX_BODY_BYTES: usize = 65_536;
@@ -179,18 +303,30 @@ fn limited_key(target: &Target) -> String {
 
 /// `base_config` plus every target's providers and models, and one `requests_per_minute = 1`
 /// key per target (each suite run spends its own).
-fn sdk_config(upstream: &str, openai: &str, services: &str) -> aigw::Config {
+fn sdk_config(upstream: &str, ups: &Upstreams, services: &str) -> aigw::Config {
     let mut text = base_config(upstream);
     text.push_str(&tools_config(services));
     for target in &TARGETS {
-        text.push_str(&target.config.replace("{openai}", openai));
+        text.push_str(
+            &target
+                .config
+                .replace("{openai}", ups.openai)
+                .replace("{bedrock}", ups.bedrock)
+                .replace("{vertex}", ups.vertex),
+        );
         text.push_str(&format!(
             "\n[[auth.keys]]\nname = \"limited-{}\"\nsecret_sha256 = \"{}\"\nrequests_per_minute = 1\n",
             target.name,
             key_hash(&limited_key(target)),
         ));
     }
-    let mut config = parse_config(&text);
+    // The Vertex target's tokens come from the metadata-server stand-in.
+    let metadata_host = ups.vertex.trim_start_matches("http://").to_string();
+    let mut config = aigw::Config::from_toml_with_env(&text, &|var| match var {
+        "GCE_METADATA_HOST" => Some(metadata_host.clone()),
+        _ => crate::bedrock::test_env(var),
+    })
+    .expect("test config is valid");
     config.server.max_body_bytes = MAX_BODY_BYTES;
     // The suites provoke upstream failures on purpose: each must reach the client as it is,
     // neither retried nor turned into 529 by an open circuit.
@@ -252,8 +388,19 @@ async fn run_suite(sdk: Sdk) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let upstream = MockUpstream::anthropic();
     let openai = MockUpstream::openai();
+    let bedrock = BedrockMock::start(aws_keys(&[(
+        AWS_KEY_ID,
+        AWS_SECRET,
+        Some(AWS_SESSION_TOKEN),
+    )]));
+    let vertex = VertexMock::start(3600);
     let services = services();
-    let gw = TestGateway::start_config(sdk_config(&upstream.url, &openai.url, &services.url));
+    let ups = Upstreams {
+        openai: &openai.url,
+        bedrock: bedrock.url(),
+        vertex: vertex.url(),
+    };
+    let gw = TestGateway::start_config(sdk_config(&upstream.url, &ups, &services.url));
     // The targets use disjoint models and keys, so their runs may overlap (an SDK import alone
     // takes seconds).
     // Every model the suites' key sees, in config order (`/v1/models`).
@@ -270,7 +417,11 @@ async fn run_suite(sdk: Sdk) {
     gw.stop().await;
     upstream.stop().await;
     openai.stop().await;
+    bedrock.up.stop().await;
+    vertex.up.stop().await;
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_eq!(bedrock.bad_signatures.load(Ordering::SeqCst), 0);
+    assert_eq!(vertex.refused.load(Ordering::SeqCst), 0);
 }
 
 /// One run of `sdk`'s suite against `target`: `Err` holds the report of a failure.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cloud;
 pub mod openai_upstream;
 pub mod tool_mocks;
 pub mod tool_user;
