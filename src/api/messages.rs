@@ -13,7 +13,6 @@ use super::auth::ApiKey;
 use super::{header, request_id};
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
-use crate::observability::metrics::Counted;
 use crate::observability::record::{redact_body, user_id};
 use crate::observability::{self, Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
@@ -53,7 +52,7 @@ pub async fn create_message(
             res.content_type("text/event-stream; charset=utf-8")
                 .insert_header(("cache-control", "no-cache"))
                 .insert_header(("x-accel-buffering", "no"));
-            let body = Counted::new(ClientBody::new(body, guard), state.metrics.stream_opened());
+            let body = ClientBody::new(body, guard);
             with_headers(res, headers).streaming(body)
         }
         (

@@ -457,6 +457,7 @@ impl Config {
             ("timeouts.attempt_ms", self.timeouts.attempt_ms),
             ("timeouts.idle_ms", self.timeouts.idle_ms),
             ("timeouts.total_ms", self.timeouts.total_ms),
+            ("timeouts.client_write_ms", self.timeouts.client_write_ms),
             ("stream.ping_interval_ms", self.stream.ping_interval_ms),
         ] {
             if v == 0 {

@@ -30,7 +30,7 @@ pub struct Deployment {
     pub upstream_model: String,
     pub weight: u32,
     pub price: Option<Price>,
-    pub breaker: CircuitBreaker,
+    pub breaker: Arc<CircuitBreaker>,
     pub stats: DeploymentStats,
 }
 
@@ -83,7 +83,7 @@ impl ModelIndex {
                         upstream_model: d.model.clone(),
                         weight: d.weight,
                         price: d.price,
-                        breaker: CircuitBreaker::new(config.circuit_breaker.clone()),
+                        breaker: Arc::new(CircuitBreaker::new(config.circuit_breaker.clone())),
                         stats: DeploymentStats::default(),
                     })
                 })
@@ -250,7 +250,7 @@ pub(crate) fn test_deployment(
         upstream_model: name.into(),
         weight,
         price: price.map(|(input, output)| Price { input, output }),
-        breaker: CircuitBreaker::new(breaker),
+        breaker: Arc::new(CircuitBreaker::new(breaker)),
         stats: DeploymentStats::default(),
     })
 }

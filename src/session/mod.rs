@@ -10,9 +10,9 @@ pub mod debug;
 mod looping;
 mod nested;
 mod relay;
+mod stream;
 pub mod tool_loop;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 
 pub use client::{ClientBody, ClientGuard};
 pub use debug::DebugFlags;
@@ -43,12 +42,13 @@ use crate::providers::{
     Call, Dispatch, FailureClass, ProviderEvent, UpstreamError, UpstreamMessage,
 };
 use crate::ratelimit::{Admit, ConcurrencyPermit, Debit};
-use crate::routing::breaker::Admission;
+use crate::routing::breaker::{Admission, ProbeGuard};
 use crate::routing::{Deployment, Model, Verdict};
 use crate::state::{AppState, WorkerActors};
 use crate::strictness::{StrictnessPlan, WARNINGS_HEADER};
 use crate::tools::{Replay, ToolChoice, ToolSet};
 use relay::Relay;
+use stream::{ClientStream, Flushed, Write};
 use tool_loop::ToolLoop;
 
 /// Extra response headers (rate limits, warnings).
@@ -105,8 +105,6 @@ pub enum SessionHead {
     },
 }
 
-/// Frames queued towards the client; small, so a slow client slows its upstream read.
-const CLIENT_CHANNEL: usize = 32;
 /// Provider events queued towards the session.
 const UPSTREAM_CHANNEL: usize = 16;
 
@@ -123,8 +121,9 @@ struct Attempt {
     id: u32,
     deployment: Arc<Deployment>,
     handle: SpawnHandle,
-    /// This attempt is its deployment's half-open probe.
-    probe: bool,
+    /// This attempt is its deployment's half-open probe: dropping it without a verdict (the
+    /// session stopped) frees the probe slot.
+    probe: Option<ProbeGuard>,
     started: Instant,
     /// A 2xx head arrived.
     accepted: bool,
@@ -132,15 +131,6 @@ struct Attempt {
     last_event: Instant,
     upstream_request_id: Option<String>,
     span: tracing::Span,
-}
-
-struct ClientWriter {
-    tx: mpsc::Sender<Bytes>,
-    backlog: VecDeque<Bytes>,
-    /// A send is parked in `ctx.wait` because the channel was full.
-    waiting: bool,
-    closing: bool,
-    last_write: Instant,
 }
 
 /// How the request ended, for logs and accounting.
@@ -155,7 +145,7 @@ pub struct SessionActor {
     workers: Arc<WorkerActors>,
     head: Option<oneshot::Sender<SessionHead>>,
     headers: HeaderList,
-    out: Option<ClientWriter>,
+    client: ClientStream,
     _permit: Option<ConcurrencyPermit>,
     plan: AttemptPlan,
     attempt: Option<Attempt>,
@@ -236,7 +226,7 @@ impl SessionActor {
             workers,
             head: Some(tx),
             headers: Vec::new(),
-            out: None,
+            client: ClientStream::new(),
             _permit: None,
             plan,
             attempt: None,
@@ -313,8 +303,8 @@ impl SessionActor {
         }
         let now = Instant::now();
         let probe = match deployment.breaker.admit(now) {
-            Admission::Yes => false,
-            Admission::Probe => true,
+            Admission::Yes => None,
+            Admission::Probe(guard) => Some(guard),
             Admission::No { until } => {
                 self.skipped_until = Some(self.skipped_until.map_or(until, |u| u.min(until)));
                 let next = self.plan.next_candidate();
@@ -357,7 +347,10 @@ impl SessionActor {
         }
         let (tx, rx) = mpsc::channel(UPSTREAM_CHANNEL);
         self.workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });
-        let events = ReceiverStream::new(rx)
+        // Events wait while the client is not reading: the upstream then waits on us.
+        let events = self
+            .client
+            .gated(rx)
             .map(move |e| Upstream(id, Some(e)))
             .chain(futures_util::stream::once(
                 async move { Upstream(id, None) },
@@ -435,9 +428,14 @@ impl SessionActor {
     /// Stream: the longest silence between upstream events.
     fn check_idle(&mut self, id: u32, ctx: &mut Context<Self>) {
         let idle = self.state.config.timeouts.idle();
-        let Some(a) = self.attempt.as_ref().filter(|a| a.id == id) else {
+        let blocked = self.client.blocked();
+        let Some(a) = self.attempt.as_mut().filter(|a| a.id == id) else {
             return;
         };
+        if blocked {
+            // Not the upstream's silence: its events wait for the client.
+            a.last_event = Instant::now();
+        }
         let silent = a.last_event.elapsed();
         if silent >= idle {
             let ms = self.state.config.timeouts.idle_ms;
@@ -472,8 +470,9 @@ impl SessionActor {
         spans::attempt_done(&a.span, status, class.unwrap_or("success"));
         let now = Instant::now();
         self.upstream_end = Some(now);
-        if verdict != Verdict::Abandoned || a.probe {
-            a.deployment.breaker.record(verdict, now);
+        match a.probe {
+            Some(probe) => probe.record(verdict, now),
+            None => a.deployment.breaker.record(verdict, now),
         }
         if verdict == Verdict::Success {
             let ttft = a
@@ -609,17 +608,10 @@ impl SessionActor {
 
     /// Opens the client stream on the first upstream event.
     fn open_stream(&mut self, ctx: &mut Context<Self>) {
-        let (tx, rx) = mpsc::channel(CLIENT_CHANNEL);
+        let rx = self.client.open(self.state.metrics.stream_opened());
         let headers = std::mem::take(&mut self.headers);
         self.first_byte = Some(self.init.received_at.elapsed());
         self.trace("stream.open");
-        self.out = Some(ClientWriter {
-            tx,
-            backlog: VecDeque::new(),
-            waiting: false,
-            closing: false,
-            last_write: Instant::now(),
-        });
         self.answer(SessionHead::Stream { body: rx, headers }, ctx);
     }
 
@@ -760,12 +752,8 @@ impl SessionActor {
             self.outcome = Some(Outcome { status, error_type });
             self.reconcile_tokens();
         }
-        match &mut self.out {
-            Some(w) if w.waiting => w.closing = true,
-            _ => {
-                self.out = None;
-                ctx.stop();
-            }
+        if self.client.close() {
+            ctx.stop();
         }
     }
 
@@ -797,8 +785,44 @@ impl SessionActor {
             self.reconcile_tokens();
         }
         self.close_attempt(Verdict::Abandoned, None, Some("abandoned"), ctx);
-        self.out = None;
+        self.client.drop_all();
         ctx.stop();
+    }
+
+    /// Bytes waited `timeouts.client_write_ms` for the client (or the request's time ran out
+    /// while they waited): the client never got its answer, whatever was recorded before.
+    fn client_stalled(&mut self, ctx: &mut Context<Self>) {
+        self.trace("client.stalled");
+        tracing::warn!(
+            request_id = %self.init.request_id,
+            "the client stopped reading; ending the session"
+        );
+        if self.outcome.is_none() {
+            self.reconcile_tokens();
+        }
+        self.outcome = Some(Outcome {
+            status: 499,
+            error_type: Some("client_stalled".into()),
+        });
+        self.close_attempt(Verdict::Abandoned, None, Some("abandoned"), ctx);
+        self.client.drop_all();
+        ctx.stop();
+    }
+
+    /// `timeouts.total_ms`: it holds whatever the client does. The `event: error` frame goes
+    /// out if the channel can take it; the session ends either way.
+    fn total_timeout(&mut self, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        self.trace("timeout.total");
+        let ms = self.state.config.timeouts.total_ms;
+        self.fail(
+            GatewayError::Timeout(format!("request exceeded timeouts.total_ms ({ms} ms)")),
+            ctx,
+        );
+        if self.client.blocked() {
+            self.client_stalled(ctx);
+        }
     }
 
     fn debug_value(&self) -> Option<Value> {
@@ -857,53 +881,46 @@ impl SessionActor {
 
     // ----- the client channel -----------------------------------------------------------------
 
-    /// Queues bytes for the client, parking the actor (not the thread) while the channel is full.
+    /// Queues bytes for the client. A full channel never parks the session: the bytes wait in
+    /// the client stream, upstream events wait behind its gate, and a flush waits for room.
     fn write(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
-        let Some(w) = self.out.as_mut() else { return };
-        if w.waiting {
-            w.backlog.push_back(bytes);
-            return;
-        }
-        match w.tx.try_send(bytes) {
-            Ok(()) => w.last_write = Instant::now(),
-            Err(mpsc::error::TrySendError::Full(bytes)) => self.park(bytes, ctx),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.client_gone(ctx),
+        match self.client.write(bytes) {
+            Write::Sent | Write::Queued => {}
+            Write::Blocked => self.flush(ctx),
+            Write::Gone => self.client_gone(ctx),
         }
     }
 
-    fn park(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
-        let Some(w) = self.out.as_mut() else { return };
-        w.waiting = true;
-        let tx = w.tx.clone();
-        let send = async move { tx.send(bytes).await.is_ok() };
-        ctx.wait(send.into_actor(self).map(|sent, act, ctx| {
-            if !sent {
-                return act.client_gone(ctx);
-            }
-            let Some(w) = act.out.as_mut() else { return };
-            w.waiting = false;
-            w.last_write = Instant::now();
-            while let Some(b) = w.backlog.pop_front() {
-                match w.tx.try_send(b) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(b)) => return act.park(b, ctx),
-                    Err(mpsc::error::TrySendError::Closed(_)) => return act.client_gone(ctx),
-                }
-            }
-            if w.closing {
-                act.out = None;
-                ctx.stop();
+    /// Waits (beside the session's other work) for room in the client channel, at most
+    /// `timeouts.client_write_ms`.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(tx) = self.client.sender() else {
+            return;
+        };
+        let limit = self.state.config.timeouts.client_write();
+        let room = tokio::time::timeout(limit, tx.reserve_owned());
+        ctx.spawn(room.into_actor(self).map(|room, act, ctx| {
+            let span = act.span.clone();
+            let _entered = span.enter();
+            match room {
+                Err(_) => act.client_stalled(ctx),
+                Ok(Err(_)) => act.client_gone(ctx),
+                Ok(Ok(permit)) => match act.client.flushed(permit) {
+                    Flushed::Again => act.flush(ctx),
+                    Flushed::Gone => act.client_gone(ctx),
+                    Flushed::Done { closing } => {
+                        if closing && act.client.close() {
+                            ctx.stop();
+                        }
+                    }
+                },
             }
         }));
     }
 
     fn ping(&mut self, ctx: &mut Context<Self>) {
         let interval = Duration::from_millis(self.state.config.stream.ping_interval_ms);
-        let idle = match &self.out {
-            Some(w) => !w.closing && !w.waiting && w.last_write.elapsed() >= interval,
-            None => false,
-        };
-        if idle {
+        if self.client.idle_for().is_some_and(|idle| idle >= interval) {
             self.write(events::ping().encode(), ctx);
         }
     }
@@ -950,14 +967,7 @@ impl Actor for SessionActor {
             let interval = Duration::from_millis(cfg.stream.ping_interval_ms);
             ctx.run_interval(interval, |act, ctx| act.ping(ctx));
         }
-        ctx.run_later(cfg.timeouts.total(), |act, ctx| {
-            let ms = act.state.config.timeouts.total_ms;
-            act.trace("timeout.total");
-            act.fail(
-                GatewayError::Timeout(format!("request exceeded timeouts.total_ms ({ms} ms)")),
-                ctx,
-            );
-        });
+        ctx.run_later(cfg.timeouts.total(), |act, ctx| act.total_timeout(ctx));
         if !self.init.key.has_limits() {
             // Nothing to admit: no round trip to the limiter.
             self.trace("admitted");
@@ -988,13 +998,8 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some(a) = self.attempt.take() {
-            if a.probe {
-                a.deployment
-                    .breaker
-                    .record(Verdict::Abandoned, Instant::now());
-            }
-        }
+        // A probe still running is abandoned by its guard.
+        self.attempt = None;
         // Without an outcome the worker is shutting down (the grace period is over).
         let outcome = self
             .outcome

@@ -73,9 +73,16 @@ async fn complete(
     })?;
     let mut last = String::from("no attempt was made");
     for deployment in candidates {
-        if let Admission::No { .. } = deployment.breaker.admit(Instant::now()) {
-            continue;
-        }
+        // A probe abandoned by a dropped future is freed by its guard.
+        let probe = match deployment.breaker.admit(Instant::now()) {
+            Admission::No { .. } => continue,
+            Admission::Yes => None,
+            Admission::Probe(guard) => Some(guard),
+        };
+        let verdict = |v: Verdict| match probe {
+            Some(p) => p.record(v, Instant::now()),
+            None => deployment.breaker.record(v, Instant::now()),
+        };
         let call = Call {
             request: request.clone(),
             upstream_model: deployment.upstream_model.clone(),
@@ -102,7 +109,7 @@ async fn complete(
         };
         match outcome {
             Ok(m) => {
-                deployment.breaker.record(Verdict::Success, Instant::now());
+                verdict(Verdict::Success);
                 let text = TurnAccumulator::from_message(&m.body)
                     .map(|acc| {
                         acc.blocks
@@ -119,7 +126,7 @@ async fn complete(
                 });
             }
             Err(message) => {
-                deployment.breaker.record(Verdict::Failure, Instant::now());
+                verdict(Verdict::Failure);
                 last = message;
             }
         }
