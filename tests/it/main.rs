@@ -12,6 +12,7 @@ mod mock_provider;
 mod observability;
 mod openai;
 mod passthrough;
+mod probe_guard;
 mod resilience;
 mod routing;
 mod sdk;
