@@ -285,6 +285,7 @@ async fn admit(
         received_at,
         // The session finishes the record from here on.
         record: std::mem::take(record),
+        purpose: session::Purpose::Messages,
     })
 }
 

@@ -80,6 +80,18 @@ pub struct SessionInit {
     pub received_at: Instant,
     /// What the HTTP layer already knows for the request log; the session completes it.
     pub record: RequestRecord,
+    pub purpose: Purpose,
+}
+
+/// Whom a session answers. Every upstream call is a session, so each gets the same attempts,
+/// retries, fallbacks, timeouts, breaker accounting and error mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A client's `/v1/messages` request: admitted, settled and recorded by this session.
+    Messages,
+    /// A gateway tool's nested call (the advisor): its caller's session admitted the request,
+    /// and adds its usage to its own totals and row.
+    Nested,
 }
 
 /// The request's gateway tools (gateway.md §5).
@@ -765,7 +777,10 @@ impl SessionActor {
     }
 
     fn settle_tokens(&mut self, used: u64) {
-        if self.init.key.limits.tokens_per_minute == 0 || used == self.debited {
+        if self.init.key.limits.tokens_per_minute == 0
+            || used == self.debited
+            || self.init.purpose == Purpose::Nested
+        {
             return;
         }
         let tokens = used as i64 - self.debited as i64;
@@ -968,8 +983,8 @@ impl Actor for SessionActor {
             ctx.run_interval(interval, |act, ctx| act.ping(ctx));
         }
         ctx.run_later(cfg.timeouts.total(), |act, ctx| act.total_timeout(ctx));
-        if !self.init.key.has_limits() {
-            // Nothing to admit: no round trip to the limiter.
+        if !self.init.key.has_limits() || self.init.purpose == Purpose::Nested {
+            // Nothing to admit (or the caller did): no round trip to the limiter.
             self.trace("admitted");
             let step = self.plan.next_candidate();
             return self.step(step, ctx);
@@ -1014,6 +1029,10 @@ impl SessionActor {
     fn record(&mut self, outcome: Outcome) {
         let _entered = self.span.enter();
         self.recorded = true;
+        if self.init.purpose == Purpose::Nested {
+            // Part of its caller's request, which is counted and logged once.
+            return;
+        }
         let mut r = std::mem::take(&mut self.init.record);
         let chosen = self.chosen.as_ref().or_else(|| {
             // A failed request: the deployment asked last.

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod attempt_path;
 mod auth;
 mod binary;
 mod client_stall;
