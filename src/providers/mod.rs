@@ -71,6 +71,9 @@ pub struct Call {
     pub drops: Arc<[Warning]>,
     /// `prompt_cache_key` for OpenAI-compatible upstreams (gateway.md §4).
     pub prompt_cache_key: Option<Arc<str>>,
+    /// Ask the upstream to count the request's input tokens (`count_tokens`, Anthropic kind
+    /// only) instead of answering it; the count arrives as a [`ProviderEvent::Message`].
+    pub count: bool,
 }
 
 /// How an upstream failure is handled (gateway.md §7.3).
@@ -237,29 +240,10 @@ pub struct Dispatch {
     pub sink: mpsc::Sender<ProviderEvent>,
 }
 
-/// A `count_tokens` call for an Anthropic upstream: the body is ready to send.
-#[derive(Debug, Clone)]
-pub struct CountCall {
-    pub body: Bytes,
-    pub anthropic_version: &'static str,
-    pub anthropic_beta: Option<String>,
-    pub beta_query: bool,
-}
-
-/// Asks the provider to count a request's input tokens (Anthropic kind only); the reply is the
-/// upstream's JSON body.
-#[derive(Message)]
-#[rtype(result = "Result<Bytes, UpstreamError>")]
-pub struct CountTokens {
-    pub call: CountCall,
-}
-
 pub struct ProviderActor {
     provider: Arc<Provider>,
     client: Option<awc::Client>,
     stream_timing: StreamTiming,
-    /// The whole-call limit of a `count_tokens` request (`timeouts.ttft_ms`).
-    count_timeout: Duration,
 }
 
 /// The timers a translated stream runs itself (translation.md §5 steps 8–9).
@@ -284,30 +268,6 @@ impl ProviderActor {
                 idle: timeouts.idle(),
                 usage_wait: Duration::from_millis(stream.usage_wait_ms),
             },
-            count_timeout: timeouts.ttft(),
-        }
-    }
-}
-
-impl Handler<CountTokens> for ProviderActor {
-    type Result = ResponseFuture<Result<Bytes, UpstreamError>>;
-
-    fn handle(&mut self, msg: CountTokens, _ctx: &mut Context<Self>) -> Self::Result {
-        let provider = self.provider.clone();
-        match (provider.kind(), &self.client) {
-            (ProviderKind::Anthropic, Some(client)) => Box::pin(anthropic::count_tokens(
-                client.clone(),
-                provider,
-                msg.call,
-                self.count_timeout,
-            )),
-            (kind, _) => {
-                let err = UpstreamError::transient(format!(
-                    "provider kind {} cannot count tokens",
-                    kind.as_str()
-                ));
-                Box::pin(async move { Err(err) })
-            }
         }
     }
 }
@@ -324,6 +284,17 @@ impl Handler<Dispatch> for ProviderActor {
         let provider = self.provider.clone();
         let watch = sink.clone();
         match (provider.kind(), &self.client) {
+            (ProviderKind::Anthropic, Some(client)) if call.count => spawn_attempt(
+                anthropic::count(client.clone(), provider, call, sink),
+                watch,
+            ),
+            (kind, _) if call.count => {
+                let err = UpstreamError::from_status(
+                    404,
+                    format!("provider kind {} cannot count tokens", kind.as_str()),
+                );
+                let _ = sink.try_send(ProviderEvent::failed(err));
+            }
             (ProviderKind::Anthropic, Some(client)) => {
                 spawn_attempt(anthropic::run(client.clone(), provider, call, sink), watch)
             }

@@ -30,6 +30,7 @@ use attempts::{AttemptPlan, Step};
 use debug::{AttemptRecord, DebugRecorder, Summary, Timings};
 
 use crate::api::auth::ApiKey;
+use crate::api::count_tokens::ESTIMATE_HEADER;
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
 use crate::observability::{self, spans, RequestRecord};
@@ -85,10 +86,13 @@ pub struct SessionInit {
 
 /// Whom a session answers. Every upstream call is a session, so each gets the same attempts,
 /// retries, fallbacks, timeouts, breaker accounting and error mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purpose {
     /// A client's `/v1/messages` request: admitted, settled and recorded by this session.
     Messages,
+    /// `count_tokens` (admitted by its handler): attempts ask the upstream to count; when none
+    /// can, `estimate` (the local count) answers, marked `x-gateway-token-estimate: true`.
+    CountTokens { estimate: Bytes },
     /// A gateway tool's nested call (the advisor): its caller's session admitted the request,
     /// and adds its usage to its own totals and row.
     Nested,
@@ -351,6 +355,7 @@ impl SessionActor {
                 .is_some_and(|d| d.flags.upstream_response),
             drops: self.init.strictness_plan.drops_for(&deployment),
             prompt_cache_key: self.init.strictness_plan.prompt_cache_key.clone(),
+            count: matches!(self.init.purpose, Purpose::CountTokens { .. }),
         };
         // The warnings are those of the deployment that answers.
         self.headers.retain(|(k, _)| *k != WARNINGS_HEADER);
@@ -487,6 +492,10 @@ impl SessionActor {
             None => a.deployment.breaker.record(verdict, now),
         }
         if verdict == Verdict::Success {
+            self.chosen = Some(a.deployment.clone());
+        }
+        // A count says nothing about a deployment's answering speed.
+        if verdict == Verdict::Success && self.init.purpose == Purpose::Messages {
             let ttft = a
                 .first_event
                 .unwrap_or(now)
@@ -494,7 +503,6 @@ impl SessionActor {
             a.deployment
                 .stats
                 .record(ttft, now - a.started, self.usage.output_tokens);
-            self.chosen = Some(a.deployment.clone());
         }
         if let Some(rec) = self.attempt_log.iter_mut().rev().find(|r| r.n == a.id) {
             rec.status = status;
@@ -561,6 +569,14 @@ impl SessionActor {
 
     /// No attempt left (gateway.md §7.5).
     fn give_up(&mut self, ctx: &mut Context<Self>) {
+        if let Purpose::CountTokens { estimate } = &self.init.purpose {
+            // No upstream could count: the local estimate answers, and says so.
+            let body = estimate.clone();
+            let mut headers = std::mem::take(&mut self.headers);
+            headers.push((ESTIMATE_HEADER, "true".into()));
+            self.answer(SessionHead::Json { body, headers }, ctx);
+            return self.finish(200, None, ctx);
+        }
         let error = match &self.last_error {
             None => {
                 let until = self.skipped_until.unwrap_or_else(Instant::now);
@@ -983,7 +999,7 @@ impl Actor for SessionActor {
             ctx.run_interval(interval, |act, ctx| act.ping(ctx));
         }
         ctx.run_later(cfg.timeouts.total(), |act, ctx| act.total_timeout(ctx));
-        if !self.init.key.has_limits() || self.init.purpose == Purpose::Nested {
+        if !self.init.key.has_limits() || self.init.purpose != Purpose::Messages {
             // Nothing to admit (or the caller did): no round trip to the limiter.
             self.trace("admitted");
             let step = self.plan.next_candidate();

@@ -1,13 +1,14 @@
-//! One attempt path for every upstream call (issue 10): the advisor's nested call retries,
-//! falls back and times out exactly as a client's request does.
+//! One attempt path for every upstream call (issue 10): the advisor's nested call and
+//! `count_tokens` retry, fall back, time out and map errors exactly as a client's request does.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::common::upstream::COUNT_TOKENS;
 use crate::common::upstream::{by_model, error_body, MockUpstream, Recorded, Reply};
-use crate::common::{key_hash, post, tool_user, TestGateway, KEY};
+use crate::common::{key_hash, post, post_raw, tool_user, Response, TestGateway, KEY};
 
 fn config(upstream: &str) -> String {
     format!(
@@ -52,6 +53,10 @@ deployments = [{{ provider = "up", model = "error-404" }}, {{ provider = "up", m
 [[models]]
 id = "adv-timeout"
 deployments = [{{ provider = "up", model = "hang" }}, {{ provider = "up", model = "text", weight = 0 }}]
+
+[[models]]
+id = "too-large"
+deployments = [{{ provider = "up", model = "error-413" }}]
 
 [tools.advisor]
 default_model = "adv-retry"
@@ -133,6 +138,52 @@ async fn the_advisor_call_retries_falls_back_and_times_out() {
         .query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 3);
+    gw.stop().await;
+    upstream.stop().await;
+}
+
+async fn count(gw: &TestGateway, model: &str) -> Response {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "Hello there"}]});
+    post_raw(
+        &gw.url,
+        "/v1/messages/count_tokens",
+        &[("x-api-key", KEY), ("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+/// The upstream's own count, not the local estimate.
+fn assert_native(res: &Response) {
+    assert_eq!(res.status, 200, "{:?}", res.json());
+    assert_eq!(res.header("x-gateway-token-estimate"), None);
+    assert_eq!(res.json(), json!({"input_tokens": COUNT_TOKENS}));
+}
+
+#[actix_web::test]
+async fn count_tokens_retries_falls_back_and_times_out() {
+    let flaky = Arc::new(AtomicUsize::new(0));
+    let upstream = MockUpstream::start(Arc::new(script(flaky)));
+    let gw = TestGateway::start(&config(&upstream.url));
+
+    assert_native(&count(&gw, "adv-retry").await);
+    assert_eq!(upstream_models(&upstream), ["flaky", "flaky"]);
+
+    assert_native(&count(&gw, "adv-fallback").await);
+    assert_eq!(upstream_models(&upstream)[2..], ["error-404", "text"]);
+
+    assert_native(&count(&gw, "adv-timeout").await);
+    assert_eq!(upstream_models(&upstream)[4..], ["hang", "hang", "text"]);
+    upstream.wait_dropped(2).await;
+    assert!(upstream
+        .requests()
+        .iter()
+        .all(|r| r.path == "/v1/messages/count_tokens"));
+
+    // The session's one error mapping: an upstream 413 stays 413.
+    count(&gw, "too-large")
+        .await
+        .assert_error(413, "request_too_large");
     gw.stop().await;
     upstream.stop().await;
 }
