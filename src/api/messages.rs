@@ -230,6 +230,10 @@ async fn admit(
         &key.name,
         session_id.as_deref(),
     )?;
+    let plan = match &tools {
+        Some(t) => plan.with_tool_warnings(&t.set),
+        None => plan,
+    };
     let honours = |d: &routing::Deployment| plan.honours(d);
     let capability_filter: Option<&dyn Fn(&routing::Deployment) -> bool> =
         (strictness == Strictness::Error || prefs.require_parameters).then_some(&honours);

@@ -218,6 +218,9 @@ pub enum ProviderEvent {
     Frames(Vec<Frame>),
     /// Stream: the upstream closed cleanly.
     End,
+    /// What the translation of the upstream's reply changed or dropped (translation.md): it
+    /// comes before the frames or message it concerns.
+    Warnings(Vec<Warning>),
     /// The attempt failed, before or after its first event.
     Failed(Box<UpstreamError>),
 }

@@ -396,6 +396,7 @@ impl SessionActor {
                 self.init.record.response_body =
                     Some(crate::observability::record::redact_body(&body, &[]));
             }
+            self.refresh_warnings_header();
             let headers = std::mem::take(&mut self.headers);
             self.answer(SessionHead::Json { body, headers }, ctx);
         }

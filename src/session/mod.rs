@@ -37,6 +37,7 @@ use crate::observability::{self, spans, RequestRecord};
 use crate::protocol::anthropic::{
     events, EventKind, Frame, MessageDeltaSummary, MessageStartSummary, Usage,
 };
+use crate::protocol::capabilities::Warning;
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::ApiVersion;
 use crate::providers::{
@@ -46,7 +47,7 @@ use crate::ratelimit::{Admit, ConcurrencyPermit, Debit};
 use crate::routing::breaker::{Admission, ProbeGuard};
 use crate::routing::{Deployment, Model, Verdict};
 use crate::state::{AppState, WorkerActors};
-use crate::strictness::{StrictnessPlan, WARNINGS_HEADER};
+use crate::strictness::{header_value, StrictnessPlan, WARNINGS_HEADER};
 use crate::tools::{Replay, ToolChoice, ToolSet};
 use relay::Relay;
 use stream::{ClientStream, Flushed, Write};
@@ -146,6 +147,8 @@ struct Attempt {
     first_event: Option<Instant>,
     last_event: Instant,
     upstream_request_id: Option<String>,
+    /// What the translation of this attempt's reply changed (kept if it answers).
+    warnings: Vec<Warning>,
     span: tracing::Span,
 }
 
@@ -170,6 +173,8 @@ pub struct SessionActor {
     /// Earliest time a skipped (open) deployment becomes available again.
     skipped_until: Option<Instant>,
     chosen: Option<Arc<Deployment>>,
+    /// Translation warnings of the replies that made the answer (all rounds).
+    reply_warnings: Vec<Warning>,
     usage: Usage,
     stop_reason: Option<String>,
     outcome: Option<Outcome>,
@@ -250,6 +255,7 @@ impl SessionActor {
             last_error: None,
             skipped_until: None,
             chosen: None,
+            reply_warnings: Vec::new(),
             usage: Usage::default(),
             stop_reason: None,
             outcome: None,
@@ -399,6 +405,7 @@ impl SessionActor {
             first_event: None,
             last_event: now,
             upstream_request_id: None,
+            warnings: Vec::new(),
             span: attempt_span,
         });
         let timeouts = &self.state.config.timeouts;
@@ -493,6 +500,7 @@ impl SessionActor {
         }
         if verdict == Verdict::Success {
             self.chosen = Some(a.deployment.clone());
+            self.reply_warnings.extend(a.warnings);
         }
         // A count says nothing about a deployment's answering speed.
         if verdict == Verdict::Success && self.init.purpose == Purpose::Messages {
@@ -624,6 +632,7 @@ impl SessionActor {
         self.usage = msg.usage;
         self.stop_reason = msg.stop_reason;
         self.close_attempt(Verdict::Success, Some(200), None, ctx);
+        self.refresh_warnings_header();
         self.first_byte = Some(self.init.received_at.elapsed());
         let body = match self.debug_value() {
             Some(debug) => with_debug(&msg.body, &debug),
@@ -856,6 +865,28 @@ impl SessionActor {
         }
     }
 
+    /// Under `warn`, everything dropped or changed for the deployment that answered: what its
+    /// request left out (strictness, tool options) and what translating its replies changed.
+    fn warnings(&self) -> Vec<Warning> {
+        if self.init.strictness != Strictness::Warn {
+            return Vec::new();
+        }
+        let mut all: Vec<Warning> = match &self.chosen {
+            Some(d) => self.init.strictness_plan.drops_for(d).to_vec(),
+            None => Vec::new(),
+        };
+        all.extend(self.reply_warnings.iter().cloned());
+        all
+    }
+
+    /// A JSON answer's `x-gateway-warnings`, now that its replies are known.
+    fn refresh_warnings_header(&mut self) {
+        self.headers.retain(|(k, _)| *k != WARNINGS_HEADER);
+        if let Some(v) = header_value(&self.warnings()) {
+            self.headers.push((WARNINGS_HEADER, v));
+        }
+    }
+
     fn debug_value(&self) -> Option<Value> {
         let d = self.debug.as_ref()?;
         let now = Instant::now();
@@ -879,17 +910,12 @@ impl SessionActor {
                 c.upstream_model.as_str(),
             )
         });
-        // The warnings of the deployment that answered, as in `x-gateway-warnings`.
-        let warnings: Vec<ErrorDetail> = match (&self.chosen, self.init.strictness) {
-            (Some(d), Strictness::Warn) => self
-                .init
-                .strictness_plan
-                .drops_for(d)
-                .iter()
-                .map(|w| ErrorDetail::new(w.param.clone(), w.reason.as_str()))
-                .collect(),
-            _ => Vec::new(),
-        };
+        // As in `x-gateway-warnings`.
+        let warnings: Vec<ErrorDetail> = self
+            .warnings()
+            .iter()
+            .map(|w| ErrorDetail::new(w.param.clone(), w.reason.as_str()))
+            .collect();
         let summary = Summary {
             request_id: &self.init.request_id,
             strictness: self.init.strictness.as_str(),
@@ -1152,6 +1178,7 @@ impl StreamHandler<Upstream> for SessionActor {
                 self.on_frames(f, ctx)
             }
             Some(ProviderEvent::End) => self.on_end(ctx),
+            Some(ProviderEvent::Warnings(w)) => attempt.warnings.extend(w),
             Some(ProviderEvent::Failed(e)) => self.on_failed(*e, ctx),
             None => self.on_failed(
                 UpstreamError::transient("upstream attempt ended without a result"),

@@ -19,3 +19,4 @@ mod routing;
 mod sdk;
 mod tool_loop;
 mod tools;
+mod warnings;
