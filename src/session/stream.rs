@@ -14,7 +14,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 
+use actix::prelude::*;
+
+use super::{SessionActor, SessionHead};
 use crate::observability::metrics::ActiveStream;
+use crate::protocol::anthropic::events;
 
 /// Frames queued towards the client; small, so a slow client slows its upstream read.
 const CLIENT_CHANNEL: usize = 32;
@@ -177,6 +181,61 @@ impl ClientStream {
             .as_ref()
             .filter(|o| !o.closing && o.backlog.is_empty())
             .map(|o| o.last_write.elapsed())
+    }
+}
+
+/// The session's side of the client stream.
+impl SessionActor {
+    pub(super) fn open_stream(&mut self, ctx: &mut Context<Self>) {
+        let rx = self.client.open(self.state.metrics.stream_opened());
+        let headers = std::mem::take(&mut self.headers);
+        self.first_byte = Some(self.init.received_at.elapsed());
+        self.trace("stream.open");
+        self.answer(SessionHead::Stream { body: rx, headers }, ctx);
+    }
+
+    /// Queues bytes for the client. A full channel never parks the session: the bytes wait in
+    /// the client stream, upstream events wait behind its gate, and a flush waits for room.
+    pub(super) fn write(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        match self.client.write(bytes) {
+            Write::Sent | Write::Queued => {}
+            Write::Blocked => self.flush(ctx),
+            Write::Gone => self.client_gone(ctx),
+        }
+    }
+
+    /// Waits (beside the session's other work) for room in the client channel, at most
+    /// `timeouts.client_write_ms`.
+    pub(super) fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(tx) = self.client.sender() else {
+            return;
+        };
+        let limit = self.state.config.timeouts.client_write();
+        let room = tokio::time::timeout(limit, tx.reserve_owned());
+        ctx.spawn(room.into_actor(self).map(|room, act, ctx| {
+            let span = act.span.clone();
+            let _entered = span.enter();
+            match room {
+                Err(_) => act.client_stalled(ctx),
+                Ok(Err(_)) => act.client_gone(ctx),
+                Ok(Ok(permit)) => match act.client.flushed(permit) {
+                    Flushed::Again => act.flush(ctx),
+                    Flushed::Gone => act.client_gone(ctx),
+                    Flushed::Done { closing } => {
+                        if closing && act.client.close() {
+                            ctx.stop();
+                        }
+                    }
+                },
+            }
+        }));
+    }
+
+    pub(super) fn ping(&mut self, ctx: &mut Context<Self>) {
+        let interval = Duration::from_millis(self.state.config.stream.ping_interval_ms);
+        if self.client.idle_for().is_some_and(|idle| idle >= interval) {
+            self.write(events::ping().encode(), ctx);
+        }
     }
 }
 
