@@ -8,15 +8,12 @@ use serde_json::{json, Value};
 
 use crate::common::upstream::COUNT_TOKENS;
 use crate::common::upstream::{by_model, error_body, MockUpstream, Recorded, Reply};
-use crate::common::{key_hash, post, post_raw, tool_user, Response, TestGateway, KEY};
+use crate::common::{post, post_raw, single_key_config, tool_user, Response, TestGateway, KEY};
 
 fn config(upstream: &str) -> String {
-    format!(
+    single_key_config(
+        upstream,
         r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-
 [retry]
 max_retries = 1
 base_delay_ms = 5
@@ -28,41 +25,32 @@ ttft_ms = 300
 [circuit_breaker]
 consecutive_failures = 1000
 
-[[auth.keys]]
-name = "test"
-secret_sha256 = "{hash}"
-
-[[providers]]
-name = "up"
-kind = "anthropic"
-base_url = "{upstream}"
-api_key_env = "UPSTREAM_KEY"
-
+"#,
+        "",
+    ) + r#"
 [[models]]
 id = "loop-advisor"
-deployments = [{{ provider = "up", model = "loop-advisor" }}]
+deployments = [{ provider = "up", model = "loop-advisor" }]
 
 [[models]]
 id = "adv-retry"
-deployments = [{{ provider = "up", model = "flaky" }}]
+deployments = [{ provider = "up", model = "flaky" }]
 
 [[models]]
 id = "adv-fallback"
-deployments = [{{ provider = "up", model = "error-404" }}, {{ provider = "up", model = "text", weight = 0 }}]
+deployments = [{ provider = "up", model = "error-404" }, { provider = "up", model = "text", weight = 0 }]
 
 [[models]]
 id = "adv-timeout"
-deployments = [{{ provider = "up", model = "hang" }}, {{ provider = "up", model = "text", weight = 0 }}]
+deployments = [{ provider = "up", model = "hang" }, { provider = "up", model = "text", weight = 0 }]
 
 [[models]]
 id = "too-large"
-deployments = [{{ provider = "up", model = "error-413" }}]
+deployments = [{ provider = "up", model = "error-413" }]
 
 [tools.advisor]
 default_model = "adv-retry"
-"#,
-        hash = key_hash(KEY),
-    )
+"#
 }
 
 /// `flaky` fails once with a 503, then answers; `hang` never answers; the rest as usual.

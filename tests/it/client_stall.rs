@@ -13,34 +13,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::common::upstream::{by_model, frame, message_start, MockUpstream, Recorded, Reply};
-use crate::common::{get, key_hash, post, tool_user, TestGateway, KEY};
+use crate::common::{get, post, single_key_config, tool_user, TestGateway, KEY};
 
 /// The mock provider's reply: far more than the channel and both sockets' buffers hold.
 const MOCK_REPLY_CHARS: usize = 8 * 1024 * 1024;
 
 fn config(upstream: &str, client_write_ms: u64, total_ms: u64) -> String {
     let reply = "x".repeat(MOCK_REPLY_CHARS);
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-
+    single_key_config(
+        upstream,
+        &format!(
+            r#"
 [timeouts]
 client_write_ms = {client_write_ms}
 total_ms = {total_ms}
-
-[[auth.keys]]
-name = "test"
-secret_sha256 = "{hash}"
-max_concurrent = 1
-
-[[providers]]
-name = "up"
-kind = "anthropic"
-base_url = "{upstream}"
-api_key_env = "UPSTREAM_KEY"
-
+"#
+        ),
+        "max_concurrent = 1",
+    ) + &format!(
+        r#"
 [[providers]]
 name = "oai"
 kind = "openai"
@@ -72,8 +63,7 @@ deployments = [{{ provider = "mock", model = "mock-long" }}]
 [[models]]
 id = "up-text"
 deployments = [{{ provider = "up", model = "text" }}]
-"#,
-        hash = key_hash(KEY),
+"#
     )
 }
 

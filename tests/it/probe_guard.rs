@@ -14,15 +14,12 @@ use crate::common::upstream::{
 };
 use aigw::routing::CircuitState;
 
-use crate::common::{client, key_hash, post, tool_user, TestGateway, KEY};
+use crate::common::{client, post, single_key_config, tool_user, TestGateway, KEY};
 
 fn config(upstream: &str) -> String {
-    format!(
+    single_key_config(
+        upstream,
         r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-
 [retry]
 max_retries = 0
 
@@ -30,29 +27,20 @@ max_retries = 0
 consecutive_failures = 1
 cooldown_secs = 1
 
-[[auth.keys]]
-name = "test"
-secret_sha256 = "{hash}"
-
-[[providers]]
-name = "up"
-kind = "anthropic"
-base_url = "{upstream}"
-api_key_env = "UPSTREAM_KEY"
-
+"#,
+        "",
+    ) + r#"
 [[models]]
 id = "flaky"
-deployments = [{{ provider = "up", model = "flaky" }}]
+deployments = [{ provider = "up", model = "flaky" }]
 
 [[models]]
 id = "loop-advisor"
-deployments = [{{ provider = "up", model = "loop-advisor" }}]
+deployments = [{ provider = "up", model = "loop-advisor" }]
 
 [tools.advisor]
 default_model = "flaky"
-"#,
-        hash = key_hash(KEY),
-    )
+"#
 }
 
 /// `flaky`: a 500 (the circuit opens), then a hang (the probe in flight), then healthy.
