@@ -9,7 +9,7 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::attempts::Step;
+use super::attempts::{AttemptPlan, Step};
 use super::debug::AttemptRecord;
 use super::{Purpose, SessionActor, SessionHead};
 use crate::api::count_tokens::ESTIMATE_HEADER;
@@ -28,6 +28,21 @@ const UPSTREAM_CHANNEL: usize = 16;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct Upstream(u32, Option<ProviderEvent>);
+
+/// The attempts of the whole session (all rounds).
+pub(super) struct Attempts {
+    pub(super) plan: AttemptPlan,
+    /// The attempt in flight.
+    pub(super) current: Option<Attempt>,
+    pub(super) log: Vec<AttemptRecord>,
+    pub(super) last_error: Option<(UpstreamError, String)>,
+    /// Earliest time a skipped (open) deployment becomes available again.
+    pub(super) skipped_until: Option<Instant>,
+    /// Attempts started over the whole request (all rounds); numbers them.
+    pub(super) seq: u32,
+    pub(super) upstream_start: Option<Instant>,
+    pub(super) upstream_end: Option<Instant>,
+}
 
 pub(super) struct Attempt {
     pub(super) id: u32,
@@ -53,7 +68,7 @@ impl SessionActor {
             return self.give_up(ctx);
         };
         // The previous attempt (if any) is followed by this one after `delay`.
-        if let Some(last) = self.attempt_log.last_mut() {
+        if let Some(last) = self.attempts.log.last_mut() {
             last.retry_in.get_or_insert(delay);
         }
         if delay.is_zero() {
@@ -70,7 +85,7 @@ impl SessionActor {
     pub(super) fn start_attempt(&mut self, deployment: Arc<Deployment>, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _entered = span.enter();
-        if self.outcome.is_some() {
+        if self.answer.outcome.is_some() {
             return;
         }
         let now = Instant::now();
@@ -78,8 +93,9 @@ impl SessionActor {
             Admission::Yes => None,
             Admission::Probe(guard) => Some(guard),
             Admission::No { until } => {
-                self.skipped_until = Some(self.skipped_until.map_or(until, |u| u.min(until)));
-                let next = self.plan.next_candidate();
+                self.attempts.skipped_until =
+                    Some(self.attempts.skipped_until.map_or(until, |u| u.min(until)));
+                let next = self.attempts.plan.next_candidate();
                 return self.step(next, ctx);
             }
         };
@@ -87,10 +103,10 @@ impl SessionActor {
             // A continuation's trailing calls run first; this attempt starts when they are done.
             return;
         };
-        self.plan.started();
-        self.attempt_seq += 1;
-        let id = self.attempt_seq;
-        self.upstream_start.get_or_insert(now);
+        self.attempts.plan.started();
+        self.attempts.seq += 1;
+        let id = self.attempts.seq;
+        self.attempts.upstream_start.get_or_insert(now);
         self.trace_with(|| format!("attempt.{id}.start {}", deployment.name));
         let call = Call {
             request,
@@ -135,7 +151,7 @@ impl SessionActor {
             self.round(),
             id,
         );
-        self.attempt_log.push(AttemptRecord {
+        self.attempts.log.push(AttemptRecord {
             n: id,
             round: self.round(),
             deployment: deployment.name.clone(),
@@ -145,7 +161,7 @@ impl SessionActor {
             retry_in: None,
             upstream_request_id: None,
         });
-        self.attempt = Some(Attempt {
+        self.attempts.current = Some(Attempt {
             id,
             deployment,
             handle,
@@ -174,13 +190,14 @@ impl SessionActor {
     }
 
     pub(super) fn current(&self, id: u32) -> bool {
-        self.attempt.as_ref().is_some_and(|a| a.id == id)
+        self.attempts.current.as_ref().is_some_and(|a| a.id == id)
     }
 
     /// Stream: no upstream event yet. Non-stream: no response head yet.
     pub(super) fn check_ttft(&mut self, id: u32, ctx: &mut Context<Self>) {
         let waiting = self
-            .attempt
+            .attempts
+            .current
             .as_ref()
             .filter(|a| a.id == id)
             .is_some_and(|a| {
@@ -203,7 +220,7 @@ impl SessionActor {
     pub(super) fn check_idle(&mut self, id: u32, ctx: &mut Context<Self>) {
         let idle = self.state.config.timeouts.idle();
         let blocked = self.client.blocked();
-        let Some(a) = self.attempt.as_mut().filter(|a| a.id == id) else {
+        let Some(a) = self.attempts.current.as_mut().filter(|a| a.id == id) else {
             return;
         };
         if blocked {
@@ -239,18 +256,20 @@ impl SessionActor {
         class: Option<&'static str>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(a) = self.attempt.take() else { return };
+        let Some(a) = self.attempts.current.take() else {
+            return;
+        };
         ctx.cancel_future(a.handle);
         spans::attempt_done(&a.span, status, class.unwrap_or("success"));
         let now = Instant::now();
-        self.upstream_end = Some(now);
+        self.attempts.upstream_end = Some(now);
         match a.probe {
             Some(probe) => probe.record(verdict, now),
             None => a.deployment.breaker.record(verdict, now),
         }
         if verdict == Verdict::Success {
-            self.chosen = Some(a.deployment.clone());
-            self.reply_warnings.extend(a.warnings);
+            self.answer.chosen = Some(a.deployment.clone());
+            self.answer.reply_warnings.extend(a.warnings);
         }
         // A count says nothing about a deployment's answering speed.
         if verdict == Verdict::Success && self.init.purpose == Purpose::Messages {
@@ -260,9 +279,9 @@ impl SessionActor {
                 .saturating_duration_since(a.started);
             a.deployment
                 .stats
-                .record(ttft, now - a.started, self.usage.output_tokens);
+                .record(ttft, now - a.started, self.answer.usage.output_tokens);
         }
-        if let Some(rec) = self.attempt_log.iter_mut().rev().find(|r| r.n == a.id) {
+        if let Some(rec) = self.attempts.log.iter_mut().rev().find(|r| r.n == a.id) {
             rec.status = status;
             rec.class = class;
             rec.duration = now - a.started;
@@ -272,14 +291,15 @@ impl SessionActor {
 
     pub(super) fn on_failed(&mut self, err: UpstreamError, ctx: &mut Context<Self>) {
         let deployment = self
-            .attempt
+            .attempts
+            .current
             .as_ref()
             .map(|a| a.deployment.name.clone())
             .unwrap_or_default();
         let verdict = match err.class {
             FailureClass::ClientFault => Verdict::Success,
             FailureClass::RateLimited => Verdict::RateLimited {
-                cooldown: self.plan.rate_limit_cooldown(&err),
+                cooldown: self.attempts.plan.rate_limit_cooldown(&err),
             },
             _ => Verdict::Failure,
         };
@@ -320,8 +340,8 @@ impl SessionActor {
             };
             return self.fail(error, ctx);
         }
-        let step = self.plan.after_failure(&err, &mut rand::rng());
-        self.last_error = Some((err, deployment));
+        let step = self.attempts.plan.after_failure(&err, &mut rand::rng());
+        self.attempts.last_error = Some((err, deployment));
         self.step(step, ctx);
     }
 
@@ -335,9 +355,9 @@ impl SessionActor {
             self.answer(SessionHead::Json { body, headers }, ctx);
             return self.finish(200, None, ctx);
         }
-        let error = match &self.last_error {
+        let error = match &self.attempts.last_error {
             None => {
-                let until = self.skipped_until.unwrap_or_else(Instant::now);
+                let until = self.attempts.skipped_until.unwrap_or_else(Instant::now);
                 GatewayError::Overloaded {
                     message: format!(
                         "no deployment of model \"{}\" is available",
@@ -353,7 +373,7 @@ impl SessionActor {
                     Some(s) => format!("{s} from {deployment}"),
                     None => format!("{} ({deployment})", e.message),
                 };
-                let n = self.plan.started;
+                let n = self.attempts.plan.started;
                 GatewayError::UpstreamFailed {
                     message: format!(
                         "all {n} upstream attempt{} failed; last: {last}",
@@ -374,11 +394,11 @@ impl StreamHandler<Upstream> for SessionActor {
     fn handle(&mut self, Upstream(id, event): Upstream, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _entered = span.enter();
-        let attempt_span = self.attempt.as_ref().map(|a| a.span.clone());
+        let attempt_span = self.attempts.current.as_ref().map(|a| a.span.clone());
         let _in_attempt = attempt_span.as_ref().map(|s| s.enter());
         let stream = self.stream();
         let idle = self.state.config.timeouts.idle();
-        let Some(attempt) = self.attempt.as_mut().filter(|a| a.id == id) else {
+        let Some(attempt) = self.attempts.current.as_mut().filter(|a| a.id == id) else {
             return;
         };
         let now = Instant::now();

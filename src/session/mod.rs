@@ -39,25 +39,23 @@ use tokio::sync::{mpsc, oneshot};
 pub use client::{ClientBody, ClientGuard};
 pub use debug::DebugFlags;
 
-use attempt::Attempt;
+use attempt::Attempts;
 use attempts::AttemptPlan;
-use debug::{AttemptRecord, DebugRecorder};
+use debug::DebugRecorder;
+use looping::Looping;
+use turn::Answer;
 
 use crate::api::auth::ApiKey;
 use crate::config::Strictness;
 use crate::error::GatewayError;
 use crate::observability::{self, spans, RequestRecord};
-use crate::protocol::anthropic::{Frame, Usage};
-use crate::protocol::capabilities::Warning;
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::validate::ApiVersion;
-use crate::providers::UpstreamError;
 use crate::ratelimit::{Admit, ConcurrencyPermit};
 use crate::routing::{Deployment, Model};
 use crate::state::{AppState, WorkerActors};
 use crate::strictness::StrictnessPlan;
-use crate::tools::{Replay, ToolChoice, ToolSet};
-use relay::Relay;
+use crate::tools::{ToolChoice, ToolSet};
 use stream::ClientStream;
 use tool_loop::ToolLoop;
 
@@ -148,45 +146,11 @@ pub struct SessionActor {
     headers: HeaderList,
     client: ClientStream,
     _permit: Option<ConcurrencyPermit>,
-    plan: AttemptPlan,
-    attempt: Option<Attempt>,
-    attempt_log: Vec<AttemptRecord>,
-    last_error: Option<(UpstreamError, String)>,
-    /// Earliest time a skipped (open) deployment becomes available again.
-    skipped_until: Option<Instant>,
-    chosen: Option<Arc<Deployment>>,
-    /// Translation warnings of the replies that made the answer (all rounds).
-    reply_warnings: Vec<Warning>,
-    usage: Usage,
-    stop_reason: Option<String>,
-    outcome: Option<Outcome>,
-    upstream_start: Option<Instant>,
-    upstream_end: Option<Instant>,
-    first_byte: Option<Duration>,
+    attempts: Attempts,
+    answer: Answer,
     debug: Option<DebugRecorder>,
-    /// With debug on, a passthrough stream's `message_delta` waits to learn whether it is the
-    /// final one (then it carries `debug`).
-    held_delta: Option<Frame>,
-    /// Attempts started over the whole request (all rounds); numbers them.
-    attempt_seq: u32,
-    /// Tokens debited from the key so far (the estimate, then real usage).
-    debited: u64,
-    // ----- the tool loop (gateway.md §6), when gateway tools are declared -----
-    tool_loop: Option<ToolLoop>,
-    /// The replayed history for the deployment of the current attempt (fixed after round 1).
-    history: Option<Replay>,
-    /// The loop runs for the current deployment (else the turn passes through).
-    loop_mode: bool,
-    relay: Relay,
-    /// The client's next block index across rounds.
-    next_index: usize,
-    /// A continuation's trailing calls answered before round 1 (gateway.md §6.3): the user
-    /// message that joins the history, and the result blocks the client sees first.
-    pending_answer: Option<Value>,
-    pending_blocks: Vec<Value>,
-    /// Dropping it cancels running tool calls.
-    tools_cancel: Option<tokio::sync::watch::Sender<()>>,
-    tools_time: Duration,
+    /// The tool loop's turns (gateway.md §6), when gateway tools are declared.
+    looping: Looping,
     /// The `request` span, entered in every handler.
     span: tracing::Span,
     /// The request log row was handed over (in `stopped`, or by `Drop` when the worker was torn
@@ -231,32 +195,25 @@ impl SessionActor {
             headers: Vec::new(),
             client: ClientStream::new(),
             _permit: None,
-            plan,
-            attempt: None,
-            attempt_log: Vec::new(),
-            last_error: None,
-            skipped_until: None,
-            chosen: None,
-            reply_warnings: Vec::new(),
-            usage: Usage::default(),
-            stop_reason: None,
-            outcome: None,
-            upstream_start: None,
-            upstream_end: None,
-            first_byte: None,
+            attempts: Attempts {
+                plan,
+                current: None,
+                log: Vec::new(),
+                last_error: None,
+                skipped_until: None,
+                seq: 0,
+                upstream_start: None,
+                upstream_end: None,
+            },
+            answer: Answer {
+                debited,
+                ..Answer::default()
+            },
             debug,
-            held_delta: None,
-            attempt_seq: 0,
-            debited,
-            tool_loop,
-            history: None,
-            loop_mode: false,
-            relay: Relay::default(),
-            next_index: 0,
-            pending_answer: None,
-            pending_blocks: Vec::new(),
-            tools_cancel: None,
-            tools_time: Duration::ZERO,
+            looping: Looping {
+                state: tool_loop,
+                ..Looping::default()
+            },
             span,
             recorded: false,
         };
@@ -294,7 +251,7 @@ impl Actor for SessionActor {
         if !self.init.key.has_limits() || self.init.purpose != Purpose::Messages {
             // Nothing to admit (or the caller did): no round trip to the limiter.
             self.trace("admitted");
-            let step = self.plan.next_candidate();
+            let step = self.attempts.plan.next_candidate();
             return self.step(step, ctx);
         }
         let admit = self.workers.limiter.send(Admit {
@@ -306,7 +263,7 @@ impl Actor for SessionActor {
                 act._permit = admission.permit;
                 act.headers.extend(admission.headers);
                 act.trace("admitted");
-                let step = act.plan.next_candidate();
+                let step = act.attempts.plan.next_candidate();
                 act.step(step, ctx);
             }
             Ok(Err(refusal)) => {
@@ -322,9 +279,10 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         // A probe still running is abandoned by its guard.
-        self.attempt = None;
+        self.attempts.current = None;
         // Without an outcome the worker is shutting down (the grace period is over).
         let outcome = self
+            .answer
             .outcome
             .take()
             .unwrap_or_else(|| self.shutdown_outcome());
@@ -342,9 +300,9 @@ impl SessionActor {
             return;
         }
         let mut r = std::mem::take(&mut self.init.record);
-        let chosen = self.chosen.as_ref().or_else(|| {
+        let chosen = self.answer.chosen.as_ref().or_else(|| {
             // A failed request: the deployment asked last.
-            let last = self.attempt_log.last()?;
+            let last = self.attempts.log.last()?;
             self.init
                 .candidates
                 .iter()
@@ -354,17 +312,17 @@ impl SessionActor {
             r.deployment = Some(d.name.clone());
             r.provider = Some(d.provider.name().to_string());
             r.upstream_model = Some(d.upstream_model.clone());
-            r.price = self.chosen.as_ref().and(d.price);
+            r.price = self.answer.chosen.as_ref().and(d.price);
         }
         r.status = outcome.status;
         r.error_type = outcome.error_type;
-        r.stop_reason = self.stop_reason.clone();
-        r.usage = self.usage;
+        r.stop_reason = self.answer.stop_reason.clone();
+        r.usage = self.answer.usage;
         r.rounds = self.round();
-        if let Some(lp) = &self.tool_loop {
+        if let Some(lp) = &self.looping.state {
             r.server_tool_use = lp.counters;
         }
-        r.attempts = std::mem::take(&mut self.attempt_log);
+        r.attempts = std::mem::take(&mut self.attempts.log);
         for a in r.attempts.iter_mut() {
             // Still running when the session ended.
             if a.status.is_none() && a.class.is_none() {
@@ -372,9 +330,10 @@ impl SessionActor {
             }
         }
         r.total = self.init.received_at.elapsed();
-        r.ttft = self.first_byte;
-        r.upstream = match self.upstream_start {
+        r.ttft = self.answer.first_byte;
+        r.upstream = match self.attempts.upstream_start {
             Some(s) => self
+                .attempts
                 .upstream_end
                 .unwrap_or_else(Instant::now)
                 .saturating_duration_since(s),
@@ -408,7 +367,7 @@ impl Handler<ClientGone> for SessionActor {
     fn handle(&mut self, _: ClientGone, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _entered = span.enter();
-        if self.outcome.is_none() {
+        if self.answer.outcome.is_none() {
             self.client_gone(ctx);
         }
     }

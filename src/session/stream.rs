@@ -189,7 +189,7 @@ impl SessionActor {
     pub(super) fn open_stream(&mut self, ctx: &mut Context<Self>) {
         let rx = self.client.open(self.state.metrics.stream_opened());
         let headers = std::mem::take(&mut self.headers);
-        self.first_byte = Some(self.init.received_at.elapsed());
+        self.answer.first_byte = Some(self.init.received_at.elapsed());
         self.trace("stream.open");
         self.answer(SessionHead::Stream { body: rx, headers }, ctx);
     }

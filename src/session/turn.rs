@@ -1,6 +1,7 @@
 //! A plain turn, passed through: the upstream's reply (JSON, or stream frames relayed as they
 //! come, usage and stop reason read on the way), and how a session answers, fails and ends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -12,12 +13,32 @@ use super::{Outcome, Purpose, SessionActor, SessionHead};
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
 use crate::observability;
-use crate::protocol::anthropic::{EventKind, Frame, MessageDeltaSummary, MessageStartSummary};
+use crate::protocol::anthropic::{
+    EventKind, Frame, MessageDeltaSummary, MessageStartSummary, Usage,
+};
 use crate::protocol::capabilities::Warning;
 use crate::providers::{UpstreamError, UpstreamMessage};
 use crate::ratelimit::Debit;
-use crate::routing::Verdict;
+use crate::routing::{Deployment, Verdict};
 use crate::strictness::{header_value, WARNINGS_HEADER};
+
+/// What the answer is made of so far.
+#[derive(Default)]
+pub(super) struct Answer {
+    /// The deployment whose reply is the answer.
+    pub(super) chosen: Option<Arc<Deployment>>,
+    /// Translation warnings of the replies that made the answer (all rounds).
+    pub(super) reply_warnings: Vec<Warning>,
+    pub(super) usage: Usage,
+    pub(super) stop_reason: Option<String>,
+    pub(super) outcome: Option<Outcome>,
+    pub(super) first_byte: Option<Duration>,
+    /// With debug on, a passthrough stream's `message_delta` waits to learn whether it is the
+    /// final one (then it carries `debug`).
+    pub(super) held_delta: Option<Frame>,
+    /// Tokens debited from the key so far (the estimate, then real usage).
+    pub(super) debited: u64,
+}
 
 impl SessionActor {
     // ----- upstream events --------------------------------------------------------------------
@@ -27,14 +48,14 @@ impl SessionActor {
             self.init.record.response_body =
                 Some(observability::record::redact_body(&msg.body, &[]));
         }
-        if self.loop_mode {
+        if self.looping.loop_mode {
             return self.loop_message(msg, ctx);
         }
-        self.usage = msg.usage;
-        self.stop_reason = msg.stop_reason;
+        self.answer.usage = msg.usage;
+        self.answer.stop_reason = msg.stop_reason;
         self.close_attempt(Verdict::Success, Some(200), None, ctx);
         self.refresh_warnings_header();
-        self.first_byte = Some(self.init.received_at.elapsed());
+        self.answer.first_byte = Some(self.init.received_at.elapsed());
         let body = match self.debug_value() {
             Some(debug) => with_debug(&msg.body, &debug),
             None => msg.body,
@@ -46,10 +67,10 @@ impl SessionActor {
 
     /// Opens the client stream on the first upstream event.
     pub(super) fn on_frames(&mut self, frames: Vec<Frame>, ctx: &mut Context<Self>) {
-        if self.outcome.is_some() {
+        if self.answer.outcome.is_some() {
             return;
         }
-        if self.loop_mode {
+        if self.looping.loop_mode {
             return self.loop_frames(frames, ctx);
         }
         if self.head.is_some() {
@@ -63,21 +84,21 @@ impl SessionActor {
                 EventKind::MessageStart => {
                     if let Ok(s) = serde_json::from_slice::<MessageStartSummary>(&frame.data) {
                         if let Some(u) = s.message.usage {
-                            u.overlay(&mut self.usage);
+                            u.overlay(&mut self.answer.usage);
                         }
                     }
                 }
                 EventKind::MessageDelta => {
                     if let Ok(d) = serde_json::from_slice::<MessageDeltaSummary>(&frame.data) {
                         if let Some(u) = d.usage {
-                            u.overlay(&mut self.usage);
+                            u.overlay(&mut self.answer.usage);
                         }
                         if d.delta.stop_reason.is_some() {
-                            self.stop_reason = d.delta.stop_reason;
+                            self.answer.stop_reason = d.delta.stop_reason;
                         }
                     }
                     if self.debug.is_some() {
-                        if let Some(prev) = self.held_delta.replace(frame) {
+                        if let Some(prev) = self.answer.held_delta.replace(frame) {
                             buf.extend_from_slice(&prev.encode());
                         }
                         continue;
@@ -87,7 +108,7 @@ impl SessionActor {
                 EventKind::Error => error_type = Some(error_frame_type(&frame.data)),
                 _ => {}
             }
-            if let Some(held) = self.held_delta.take() {
+            if let Some(held) = self.answer.held_delta.take() {
                 if completed {
                     // The final message_delta: it carries the debug object.
                     self.close_attempt(Verdict::Success, Some(200), None, ctx);
@@ -131,7 +152,7 @@ impl SessionActor {
     }
 
     pub(super) fn on_end(&mut self, ctx: &mut Context<Self>) {
-        if self.outcome.is_some() {
+        if self.answer.outcome.is_some() {
             return;
         }
         let err = UpstreamError::transient("upstream stream ended before completion");
@@ -142,7 +163,7 @@ impl SessionActor {
 
     /// Answers with an error: an HTTP error before the first byte, an `event: error` frame after.
     pub(super) fn fail(&mut self, error: GatewayError, ctx: &mut Context<Self>) {
-        if self.outcome.is_some() {
+        if self.answer.outcome.is_some() {
             return;
         }
         // An attempt still running (the total timeout fired) says nothing about its deployment.
@@ -183,8 +204,8 @@ impl SessionActor {
         error_type: Option<String>,
         ctx: &mut Context<Self>,
     ) {
-        if self.outcome.is_none() {
-            self.outcome = Some(Outcome { status, error_type });
+        if self.answer.outcome.is_none() {
+            self.answer.outcome = Some(Outcome { status, error_type });
             self.reconcile_tokens();
         }
         if self.client.close() {
@@ -195,19 +216,19 @@ impl SessionActor {
     /// Brings the key's token balance in line with the tokens used so far: it was debited an
     /// estimate at admission, and real usage after each round (gateway.md §8).
     pub(super) fn reconcile_tokens(&mut self) {
-        let used = self.usage.rate_limited_tokens();
+        let used = self.answer.usage.rate_limited_tokens();
         self.settle_tokens(used);
     }
 
     pub(super) fn settle_tokens(&mut self, used: u64) {
         if self.init.key.limits.tokens_per_minute == 0
-            || used == self.debited
+            || used == self.answer.debited
             || self.init.purpose == Purpose::Nested
         {
             return;
         }
-        let tokens = used as i64 - self.debited as i64;
-        self.debited = used;
+        let tokens = used as i64 - self.answer.debited as i64;
+        self.answer.debited = used;
         self.workers.limiter.do_send(Debit {
             key: self.init.key.clone(),
             tokens,
@@ -215,8 +236,8 @@ impl SessionActor {
     }
 
     pub(super) fn client_gone(&mut self, ctx: &mut Context<Self>) {
-        if self.outcome.is_none() {
-            self.outcome = Some(Outcome {
+        if self.answer.outcome.is_none() {
+            self.answer.outcome = Some(Outcome {
                 status: 499,
                 error_type: Some("client_closed".into()),
             });
@@ -235,10 +256,10 @@ impl SessionActor {
             request_id = %self.init.request_id,
             "the client stopped reading; ending the session"
         );
-        if self.outcome.is_none() {
+        if self.answer.outcome.is_none() {
             self.reconcile_tokens();
         }
-        self.outcome = Some(Outcome {
+        self.answer.outcome = Some(Outcome {
             status: 499,
             error_type: Some("client_stalled".into()),
         });
@@ -269,11 +290,11 @@ impl SessionActor {
         if self.init.strictness != Strictness::Warn {
             return Vec::new();
         }
-        let mut all: Vec<Warning> = match &self.chosen {
+        let mut all: Vec<Warning> = match &self.answer.chosen {
             Some(d) => self.init.strictness_plan.drops_for(d).to_vec(),
             None => Vec::new(),
         };
-        all.extend(self.reply_warnings.iter().cloned());
+        all.extend(self.answer.reply_warnings.iter().cloned());
         all
     }
 
@@ -288,8 +309,9 @@ impl SessionActor {
     pub(super) fn debug_value(&self) -> Option<Value> {
         let d = self.debug.as_ref()?;
         let now = Instant::now();
-        let upstream = match self.upstream_start {
+        let upstream = match self.attempts.upstream_start {
             Some(s) => self
+                .attempts
                 .upstream_end
                 .unwrap_or(now)
                 .saturating_duration_since(s),
@@ -301,7 +323,7 @@ impl SessionActor {
             .iter()
             .map(|c| c.name.clone())
             .collect();
-        let chosen = self.chosen.as_ref().map(|c| {
+        let chosen = self.answer.chosen.as_ref().map(|c| {
             (
                 c.provider.name(),
                 c.name.as_str(),
@@ -322,13 +344,13 @@ impl SessionActor {
             model: &self.init.request.model,
             candidates: &candidates,
             sort: self.init.sort,
-            attempts: &self.attempt_log,
+            attempts: &self.attempts.log,
             chosen,
             timings: Timings {
                 total: self.init.received_at.elapsed(),
                 upstream,
-                tools: self.tools_time,
-                ttft: self.first_byte,
+                tools: self.looping.tools_time,
+                ttft: self.answer.first_byte,
             },
         };
         Some(d.build(&summary, self.stream()))
