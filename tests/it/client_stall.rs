@@ -172,6 +172,22 @@ fn stream_body(model: &str, tools: Option<Value>) -> Value {
     body
 }
 
+/// Waits until the gateway counts no open stream (the session ended); returns when.
+async fn stream_ended(gw: &TestGateway) -> Instant {
+    let wait = async {
+        loop {
+            let text = gw.state.metrics.render(&gw.state.models);
+            if text.lines().any(|l| l == "gateway_active_streams 0") {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .expect("the stalled session ended")
+}
+
 /// Waits until the key's one concurrency slot admits a request again; returns when it did.
 async fn admitted_again(gw: &TestGateway, within: Duration) -> Instant {
     let deadline = Instant::now() + within;
@@ -271,7 +287,10 @@ async fn stall(case: &Case, client_write_ms: u64, total_ms: u64) {
         admitted_again(&gw, Duration::from_secs(1)).await;
         dropped
     } else {
-        admitted_again(&gw, limit + Duration::from_secs(20)).await
+        // The mock provider has no connection to watch: the session's end is its stream's.
+        let ended = stream_ended(&gw).await;
+        admitted_again(&gw, Duration::from_secs(1)).await;
+        ended
     };
     // Nothing but the limit ends these streams. The time before it includes filling the
     // channel and both sockets (the gateway's speed), so this only guards against a hang.
