@@ -280,12 +280,6 @@ impl SessionActor {
             }
             RelayStep::Failed => {
                 self.close_attempt(Verdict::Failure, Some(200), Some("stream_error"), ctx);
-                self.answer.usage = self
-                    .looping
-                    .state
-                    .as_ref()
-                    .map(|l| l.usage)
-                    .unwrap_or_default();
                 self.finish(200, Some("upstream_stream_error".into()), ctx);
             }
         }
@@ -395,10 +389,9 @@ impl SessionActor {
         stop_sequence: Option<String>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(lp) = self.looping.state.as_ref() else {
+        if self.looping.state.is_none() {
             return;
-        };
-        self.answer.usage = lp.usage;
+        }
         self.answer.stop_reason = Some(stop_reason.clone());
         let debug = self.debug_value();
         let lp = self.looping.state.as_ref().expect("checked above");

@@ -317,7 +317,7 @@ impl SessionActor {
         r.status = outcome.status;
         r.error_type = outcome.error_type;
         r.stop_reason = self.answer.stop_reason.clone();
-        r.usage = self.answer.usage;
+        r.usage = self.usage();
         r.rounds = self.round();
         if let Some(lp) = &self.looping.state {
             r.server_tool_use = lp.counters;

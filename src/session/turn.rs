@@ -213,10 +213,19 @@ impl SessionActor {
         }
     }
 
+    /// The request's usage so far, kept in one place each: the tool loop's totals (all rounds,
+    /// nested calls included) when the loop runs, else the passthrough turn's.
+    pub(super) fn usage(&self) -> Usage {
+        match &self.looping.state {
+            Some(lp) if self.looping.loop_mode => lp.usage,
+            _ => self.answer.usage,
+        }
+    }
+
     /// Brings the key's token balance in line with the tokens used so far: it was debited an
     /// estimate at admission, and real usage after each round (gateway.md §8).
     pub(super) fn reconcile_tokens(&mut self) {
-        let used = self.answer.usage.rate_limited_tokens();
+        let used = self.usage().rate_limited_tokens();
         self.settle_tokens(used);
     }
 

@@ -207,7 +207,7 @@ async fn admitted_again(gw: &TestGateway, within: Duration) -> Instant {
 
 /// The stalled request's row and error count: `client_stalled`, or (`total_ms` cut it while its
 /// `event: error` frame still fitted in the channel) `timeout_error` in-band.
-async fn assert_ended_once(gw: &TestGateway, timeout_may_fit: bool) {
+async fn assert_ended_once(gw: &TestGateway, timeout_may_fit: bool, usage_known: bool) {
     let metrics = get(&gw.url, "/metrics").await;
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
     assert!(
@@ -229,6 +229,18 @@ async fn assert_ended_once(gw: &TestGateway, timeout_may_fit: bool) {
         "{rows:?}"
     );
     let error_type = rows[0].1.as_deref().unwrap();
+    // The usage of what was done is kept (a tool loop's finished rounds included).
+    let input_tokens: i64 = db
+        .query_row(
+            "SELECT input_tokens FROM requests WHERE model <> 'up-text' AND status <> 429",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        input_tokens > 0 || !usage_known,
+        "{error_type}: the row lost its usage"
+    );
     let counted: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("gateway_errors_total") && !l.contains("rate_limit_error"))
@@ -246,6 +258,8 @@ struct Case {
     tools: Option<Value>,
     /// The stream comes from the scripted upstream (its drop is observable).
     upstream: bool,
+    /// Input tokens are known before the stream ends (not so for OpenAI-format usage).
+    usage_known: bool,
 }
 
 fn cases() -> Vec<Case> {
@@ -254,21 +268,25 @@ fn cases() -> Vec<Case> {
             model: "up-endless",
             tools: None,
             upstream: true,
+            usage_known: true,
         },
         Case {
             model: "oai-endless",
             tools: None,
             upstream: true,
+            usage_known: false,
         },
         Case {
             model: "mock-long",
             tools: None,
             upstream: false,
+            usage_known: true,
         },
         Case {
             model: "up-loop-endless",
             tools: Some(json!([{"type": "gateway:datetime"}])),
             upstream: true,
+            usage_known: true,
         },
     ]
 }
@@ -300,7 +318,7 @@ async fn stall(case: &Case, client_write_ms: u64, total_ms: u64) {
         "{}: ended {took:?} after the client stopped reading",
         case.model
     );
-    assert_ended_once(&gw, total_ms < client_write_ms).await;
+    assert_ended_once(&gw, total_ms < client_write_ms, case.usage_known).await;
     drop(_conn);
     gw.stop().await;
     upstream.stop().await;
