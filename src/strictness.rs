@@ -14,6 +14,7 @@ use crate::protocol::capabilities::{beta_warnings, Capabilities, Reason, Warning
 use crate::protocol::request::MessagesRequest;
 use crate::protocol::translate::request::{build, RequestContext};
 use crate::routing::{Deployment, Model};
+use crate::tools::ToolSet;
 
 pub const WARNINGS_HEADER: &str = "x-gateway-warnings";
 
@@ -76,6 +77,26 @@ impl StrictnessPlan {
             if !betas.is_empty() {
                 *drops = drops.iter().cloned().chain(betas).collect();
             }
+        }
+        self
+    }
+
+    /// Adds what the request's gateway tools leave out on each deployment (unknown options,
+    /// options the engine cannot honour): the same strictness as any other parameter.
+    pub fn with_tool_warnings(mut self, tools: &ToolSet) -> Self {
+        for (d, drops) in self.drops.iter_mut() {
+            let extra = tools.warnings(&d.provider.config.native_tools);
+            if extra.is_empty() {
+                continue;
+            }
+            let mut all = drops.to_vec();
+            all.extend(extra.into_iter().map(|e| {
+                Warning::new(
+                    e.param,
+                    Reason::parse(&e.reason).unwrap_or(Reason::Unsupported),
+                )
+            }));
+            *drops = all.into();
         }
         self
     }

@@ -1,8 +1,11 @@
 //! `POST /v1/messages/count_tokens` (messages-api.md §8, gateway.md §10): the same checks as
-//! `/v1/messages`, one requests-per-minute cell, then the first Anthropic deployment answers
-//! natively; without one (or when it fails) the gateway estimates locally and says so with
+//! `/v1/messages`, one requests-per-minute cell, then a session over the model's Anthropic
+//! deployments (order preference first, then config order) asks them to count, with the same
+//! retries, fallbacks, timeouts, breaker accounting and error mapping as any request. Without
+//! one (or when none could answer) the gateway estimates locally and says so with
 //! `x-gateway-token-estimate: true`.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,14 +13,15 @@ use serde_json::{json, Value};
 
 use super::messages::{anthropic_beta, beta_query, check, refuse, Checked};
 use super::{request_id, Current};
+use crate::config::Strictness;
 use crate::error::GatewayError;
 use crate::observability::{Endpoint, RequestRecord};
 use crate::protocol::token_estimate;
-use crate::providers::{ClientHeaders, CountCall, CountTokens, FailureClass};
-use crate::ratelimit::{AdmitRequest, LimitHeaders};
+use crate::providers::ClientHeaders;
+use crate::ratelimit::AdmitRequest;
 use crate::routing::{Deployment, Model, RoutingPrefs};
-use crate::session::debug::AttemptRecord;
-use crate::state::WorkerActors;
+use crate::session::{self, HeaderList, Purpose, SessionHead, SessionInit};
+use crate::strictness::StrictnessPlan;
 
 pub const ESTIMATE_HEADER: &str = "x-gateway-token-estimate";
 
@@ -54,30 +58,42 @@ pub async fn count_tokens(
             return refuse(&state, record, received_at, &e);
         }
     };
-    let result = count(&req, &workers, checked, &mut record).await;
-    record.total = received_at.elapsed();
-    let mut res = match result {
-        Ok((body, estimated)) => {
+    let mut res = match prepare(&req, checked, &mut record, received_at) {
+        Prepared::Local(body) => {
+            record.total = received_at.elapsed();
             record.ttft = Some(record.total);
-            let mut res = HttpResponse::Ok();
-            res.content_type("application/json");
-            if estimated {
-                res.insert_header((ESTIMATE_HEADER, "true"));
+            state.record(record);
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .insert_header((ESTIMATE_HEADER, "true"))
+                .body(body)
+        }
+        // The session answers, retries, falls back and records the row.
+        Prepared::Session(init) => match session::run(*init, state, workers).await {
+            (_, Ok(SessionHead::Json { body, headers })) => {
+                let mut res = HttpResponse::Ok();
+                res.content_type("application/json");
+                for h in headers {
+                    res.insert_header(h);
+                }
+                res.body(body)
             }
-            res.body(body)
-        }
-        Err(e) => {
-            record.status = e.status().as_u16();
-            record.error_type = Some(e.error_type().to_string());
-            e.to_response(&request_id, None)
-        }
+            (_, Ok(SessionHead::Error { error, headers, .. })) => {
+                let mut res = error.to_response(&request_id, None);
+                add_headers(&mut res, headers);
+                res
+            }
+            (_, Ok(SessionHead::Stream { .. })) => {
+                unreachable!("a count never streams")
+            }
+            (_, Err(e)) => e.to_response(&request_id, None),
+        },
     };
     add_headers(&mut res, limit_headers);
-    state.record(record);
     res
 }
 
-fn add_headers(res: &mut HttpResponse, headers: LimitHeaders) {
+fn add_headers(res: &mut HttpResponse, headers: HeaderList) {
     for (k, v) in headers {
         if let Ok(v) = v.parse() {
             res.headers_mut()
@@ -86,24 +102,34 @@ fn add_headers(res: &mut HttpResponse, headers: LimitHeaders) {
     }
 }
 
-/// The body and whether it is the local estimate.
-async fn count(
+enum Prepared {
+    /// No Anthropic deployment: the local estimate.
+    Local(bytes::Bytes),
+    Session(Box<SessionInit>),
+}
+
+/// A session over the Anthropic deployments (the local estimate its last resort), or the
+/// estimate at once when there are none.
+fn prepare(
     req: &HttpRequest,
-    workers: &WorkerActors,
     checked: Checked,
     record: &mut RequestRecord,
-) -> Result<(bytes::Bytes, bool), GatewayError> {
+    received_at: Instant,
+) -> Prepared {
     let Checked {
+        key,
         mut request,
         model,
         version,
         prefs,
         tools,
+        session_id,
         ..
     } = checked;
+    let candidates = anthropic_deployments(&model, &prefs);
     // Gateway tools count as the definitions the upstream would see (messages-api.md §8).
     if let Some(t) = tools.filter(|t| !t.set.is_empty()) {
-        let native: &[String] = match first_anthropic(&model, &prefs) {
+        let native: &[String] = match candidates.first() {
             Some(d) => &d.provider.config.native_tools,
             None => &[],
         };
@@ -111,72 +137,44 @@ async fn count(
         request.set_field("tools", &Value::Array(upstream.clone()));
         request.tools = upstream;
     }
-
-    if let Some(d) = first_anthropic(&model, &prefs) {
-        record.deployment = Some(d.name.clone());
-        record.provider = Some(d.provider.name().to_string());
-        record.upstream_model = Some(d.upstream_model.clone());
-        let call = CountCall {
-            body: request.anthropic_body(&d.upstream_model, &[]).into(),
-            anthropic_version: version.as_str(),
-            anthropic_beta: anthropic_beta(req.headers()),
-            beta_query: beta_query(req),
-            client_headers: ClientHeaders::collect(
-                req.headers(),
-                std::slice::from_ref(&d.provider),
-            ),
-        };
-        let started = Instant::now();
-        let reply = workers.providers[d.provider_index]
-            .send(CountTokens { call })
-            .await;
-        let mut attempt = AttemptRecord {
-            n: 1,
-            round: 1,
-            deployment: d.name.clone(),
-            status: None,
-            class: None,
-            duration: started.elapsed(),
-            retry_in: None,
-            upstream_request_id: None,
-        };
-        record.upstream = attempt.duration;
-        let reply = match reply {
-            Ok(r) => r,
-            Err(_) => Err(crate::providers::UpstreamError::transient(
-                "provider actor unavailable",
-            )),
-        };
-        match reply {
-            Ok(body) => {
-                attempt.status = Some(200);
-                record.attempts.push(attempt);
-                return Ok((body, false));
-            }
-            Err(e) => {
-                attempt.status = e.status;
-                attempt.class = Some(e.class.as_str());
-                record.attempts.push(attempt);
-                if e.class == FailureClass::ClientFault {
-                    return Err(GatewayError::invalid(format!("upstream: {}", e.message)));
-                }
-                tracing::warn!(
-                    deployment = %d.name,
-                    status = e.status,
-                    class = e.class.as_str(),
-                    "count_tokens upstream failed, answering with the local estimate: {}",
-                    e.message
-                );
-            }
-        }
-    }
     let n = token_estimate::estimate(request.system.as_ref(), &request.messages, &request.tools);
-    Ok((json!({"input_tokens": n}).to_string().into(), true))
+    let estimate: bytes::Bytes = json!({"input_tokens": n}).to_string().into();
+    if candidates.is_empty() {
+        return Prepared::Local(estimate);
+    }
+    // Strictness does not apply to a count: nothing is dropped or reported.
+    let Ok(plan) = StrictnessPlan::build(&request, &model, Strictness::Off, &key.name, None) else {
+        return Prepared::Local(estimate);
+    };
+    let providers: Vec<_> = candidates.iter().map(|d| d.provider.clone()).collect();
+    let client_headers = ClientHeaders::collect(req.headers(), &providers);
+    Prepared::Session(Box::new(SessionInit {
+        request_id: record.request_id.clone(),
+        key,
+        request: Arc::new(request),
+        model,
+        candidates,
+        sort: "config",
+        version,
+        anthropic_beta: anthropic_beta(req.headers()),
+        beta_query: beta_query(req),
+        client_headers,
+        strictness: Strictness::Off,
+        strictness_plan: Arc::new(plan),
+        session_id,
+        debug: None,
+        tools: None,
+        token_estimate: 0,
+        received_at,
+        record: std::mem::take(record),
+        purpose: Purpose::CountTokens { estimate },
+    }))
 }
 
-/// The first deployment that speaks Anthropic (anthropic, bedrock, vertex) after `order`, `only` and `ignore`, in config order.
-fn first_anthropic<'m>(model: &'m Model, prefs: &RoutingPrefs) -> Option<&'m Deployment> {
-    let admitted = |d: &&'m Deployment| {
+/// The deployments that speak Anthropic (anthropic, bedrock, vertex) after `only` and
+/// `ignore`: those named in `order` first, the rest in config order.
+fn anthropic_deployments(model: &Model, prefs: &RoutingPrefs) -> Vec<Arc<Deployment>> {
+    let admitted = |d: &&Arc<Deployment>| {
         d.provider.kind().speaks_anthropic()
             && prefs
                 .only
@@ -184,12 +182,8 @@ fn first_anthropic<'m>(model: &'m Model, prefs: &RoutingPrefs) -> Option<&'m Dep
                 .is_none_or(|only| only.iter().any(|p| p == d.provider.name()))
             && !prefs.ignore.iter().any(|p| p == d.provider.name())
     };
-    let mut candidates: Vec<&Deployment> = model
-        .deployments
-        .iter()
-        .map(|d| &**d)
-        .filter(admitted)
-        .collect();
+    let mut candidates: Vec<Arc<Deployment>> =
+        model.deployments.iter().filter(admitted).cloned().collect();
     // Providers named in `order` first, in that order; the rest keep config order.
     candidates.sort_by_key(|d| {
         prefs
@@ -198,5 +192,5 @@ fn first_anthropic<'m>(model: &'m Model, prefs: &RoutingPrefs) -> Option<&'m Dep
             .position(|p| p == d.provider.name())
             .unwrap_or(usize::MAX)
     });
-    candidates.first().copied()
+    candidates
 }

@@ -14,7 +14,6 @@ use super::auth::ApiKey;
 use super::{header, request_id, Current};
 use crate::config::Strictness;
 use crate::error::{ErrorDetail, GatewayError};
-use crate::observability::metrics::Counted;
 use crate::observability::record::{redact_body, user_id};
 use crate::observability::{spans, Endpoint, RequestRecord};
 use crate::protocol::request::parse_fields;
@@ -79,7 +78,7 @@ async fn answer(
             res.content_type("text/event-stream; charset=utf-8")
                 .insert_header(("cache-control", "no-cache"))
                 .insert_header(("x-accel-buffering", "no"));
-            let body = Counted::new(ClientBody::new(body, guard), state.metrics.stream_opened());
+            let body = ClientBody::new(body, guard);
             with_headers(res, headers).streaming(body)
         }
         (
@@ -261,6 +260,10 @@ async fn admit(
         session_id.as_deref(),
     )?
     .with_betas(anthropic_beta(req.headers()).as_deref());
+    let plan = match &tools {
+        Some(t) => plan.with_tool_warnings(&t.set),
+        None => plan,
+    };
     let honours = |d: &routing::Deployment| plan.honours(d);
     let capability_filter: Option<&dyn Fn(&routing::Deployment) -> bool> =
         (strictness == Strictness::Error || prefs.require_parameters).then_some(&honours);
@@ -317,6 +320,7 @@ async fn admit(
         received_at,
         // The session finishes the record from here on.
         record: std::mem::take(record),
+        purpose: session::Purpose::Messages,
     })
 }
 

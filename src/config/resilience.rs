@@ -36,6 +36,9 @@ pub struct TimeoutsConfig {
     pub attempt_ms: u64,
     pub idle_ms: u64,
     pub total_ms: u64,
+    /// How long bytes may wait for a stream client to accept them before the session ends
+    /// (`499 client_stalled`): a client that stops reading cannot pin a session.
+    pub client_write_ms: u64,
 }
 
 impl Default for TimeoutsConfig {
@@ -46,6 +49,7 @@ impl Default for TimeoutsConfig {
             attempt_ms: 600_000,
             idle_ms: 120_000,
             total_ms: 1_800_000,
+            client_write_ms: 30_000,
         }
     }
 }
@@ -65,6 +69,9 @@ impl TimeoutsConfig {
     }
     pub fn total(&self) -> Duration {
         Duration::from_millis(self.total_ms)
+    }
+    pub fn client_write(&self) -> Duration {
+        Duration::from_millis(self.client_write_ms)
     }
 }
 
@@ -102,6 +109,7 @@ impl TimeoutsConfig {
             ("timeouts.attempt_ms", self.attempt_ms),
             ("timeouts.idle_ms", self.idle_ms),
             ("timeouts.total_ms", self.total_ms),
+            ("timeouts.client_write_ms", self.client_write_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::new(k, "must be at least 1"));

@@ -5,11 +5,8 @@
 //! from a fixed set (statuses, error types, classes): never a request or session id, never a
 //! model name a client made up.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::Stream;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -335,28 +332,5 @@ pub struct ActiveStream(IntGauge);
 impl Drop for ActiveStream {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-/// A response body counted as an active stream until it is dropped (finished or abandoned).
-pub struct Counted<S> {
-    inner: S,
-    _active: ActiveStream,
-}
-
-impl<S> Counted<S> {
-    pub fn new(inner: S, active: ActiveStream) -> Self {
-        Self {
-            inner,
-            _active: active,
-        }
-    }
-}
-
-impl<S: Stream + Unpin> Stream for Counted<S> {
-    type Item = S::Item;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        Pin::new(&mut self.inner).poll_next(cx)
     }
 }

@@ -26,6 +26,22 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason [`Reason::as_str`] names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Unsupported,
+            Self::UnknownParameter,
+            Self::Truncated,
+            Self::EngineUnsupported,
+            Self::InvalidJson,
+            Self::NoFinishReason,
+            Self::UnknownFinishReason,
+            Self::Estimated,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unsupported => "unsupported",

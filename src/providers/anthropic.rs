@@ -10,10 +10,10 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    accepted, identity, report_sent, send_checked, Call, ClientHeaders, CountCall, Provider,
-    ProviderEvent, UpstreamError, UpstreamMessage,
+    accepted, identity, report_sent, send_checked, Call, ClientHeaders, Provider, ProviderEvent, UpstreamError,
+    UpstreamMessage,
 };
-use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary};
+use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary, Usage};
 use crate::protocol::sse::{SseEvent, SseParser};
 
 /// Largest non-stream body or error body read from an upstream.
@@ -86,13 +86,17 @@ fn post(
     req
 }
 
-/// `POST {base_url}/v1/messages/count_tokens`: the upstream's JSON body on success.
-pub async fn count_tokens(
+/// A `count_tokens` attempt: the upstream's count, as the attempt's whole reply.
+pub async fn count(
     client: awc::Client,
     provider: Arc<Provider>,
-    call: CountCall,
-    timeout: std::time::Duration,
-) -> Result<Bytes, UpstreamError> {
+    call: Call,
+    sink: mpsc::Sender<ProviderEvent>,
+) {
+    let body: Bytes = call
+        .request
+        .anthropic_body(&call.upstream_model, &[])
+        .into();
     let req = post(
         &client,
         &provider,
@@ -101,9 +105,31 @@ pub async fn count_tokens(
         call.anthropic_version,
         call.anthropic_beta.as_deref(),
         &call.client_headers,
-    )
-    .timeout(timeout);
-    let mut res = send_checked(req, call.body, &provider, false, true).await?;
+    );
+    report_sent(&call, &req, &body, &sink).await;
+    let event = match count_reply(req, body, &provider).await {
+        Ok((accepted, body)) => {
+            if sink.send(accepted).await.is_err() {
+                return;
+            }
+            ProviderEvent::message(UpstreamMessage {
+                body,
+                usage: Usage::default(),
+                stop_reason: None,
+            })
+        }
+        Err(e) => ProviderEvent::failed(e),
+    };
+    let _ = sink.send(event).await;
+}
+
+async fn count_reply(
+    req: awc::ClientRequest,
+    body: Bytes,
+    provider: &Provider,
+) -> Result<(ProviderEvent, Bytes), UpstreamError> {
+    let mut res = send_checked(req, body, provider, false, true).await?;
+    let accepted = accepted(&res);
     let body = res
         .body()
         .limit(super::MAX_ERROR_BODY)
@@ -116,7 +142,7 @@ pub async fn count_tokens(
     }
     serde_json::from_slice::<Count>(&body)
         .map_err(|_| UpstreamError::transient("upstream returned an invalid count_tokens body"))?;
-    Ok(body)
+    Ok((accepted, body))
 }
 
 /// Sends the request; any non-2xx answer (or a stream answered without SSE) is an error.

@@ -437,7 +437,6 @@ pub async fn count_tokens(
     client: awc::Client,
     provider: Arc<Provider>,
     call: CountCall,
-    timeout: Duration,
 ) -> Result<Bytes, UpstreamError> {
     #[derive(serde::Deserialize)]
     struct Model {
@@ -452,7 +451,7 @@ pub async fn count_tokens(
     .map_err(UpstreamError::transient)?;
     let path = bedrock_path(&model.model, "count-tokens");
     let (req, creds) = signed_post(&client, &provider, &path, "application/json", &body).await?;
-    let mut res = send(req.timeout(timeout), Bytes::from(body), &creds).await?;
+    let mut res = send(req, Bytes::from(body), &creds).await?;
     let body = res
         .body()
         .limit(MAX_ERROR_BODY)

@@ -110,43 +110,63 @@ impl MockPlan {
         content
     }
 
-    /// The whole stream, in the pieces it is sent in: `(delay before, frames)`.
+    /// The whole stream, in the pieces it is sent in.
     pub fn stream(&self, id: &str, model: &str, chunk_chars: usize) -> Vec<Vec<Frame>> {
+        self.pieces(id, model, chunk_chars).collect()
+    }
+
+    /// The stream's pieces, built as they are sent: a long reply is never held twice.
+    pub fn pieces<'a>(
+        &'a self,
+        id: &str,
+        model: &str,
+        chunk_chars: usize,
+    ) -> impl Iterator<Item = Vec<Frame>> + 'a {
         let start_usage = Usage {
             input_tokens: self.usage.input_tokens,
             ..Usage::default()
         };
-        let mut pieces = vec![vec![events::message_start(id, model, &start_usage)]];
-        let mut index = 0;
-        if let Some(text) = &self.text {
-            pieces.push(vec![events::block_start(
-                index,
+        let start = std::iter::once(vec![events::message_start(id, model, &start_usage)]);
+        let text = self.text.as_deref().into_iter().flat_map(move |text| {
+            std::iter::once(vec![events::block_start(
+                0,
                 &json!({"type": "text", "text": ""}),
-            )]);
-            for chunk in split_chars(text, chunk_chars) {
-                pieces.push(vec![events::delta(index, DeltaType::Text, &chunk)]);
-            }
-            pieces.push(vec![events::block_stop(index)]);
-            index += 1;
-        }
-        if let Some((tid, name, input)) = &self.tool_call {
+            )])
+            .chain(
+                char_chunks(text, chunk_chars)
+                    .map(|chunk| vec![events::delta(0, DeltaType::Text, chunk)]),
+            )
+            .chain(std::iter::once(vec![events::block_stop(0)]))
+        });
+        let index = usize::from(self.text.is_some());
+        let tool = self.tool_call.iter().flat_map(move |(tid, name, input)| {
             let block = json!({"type": "tool_use", "id": tid, "name": name, "input": {}});
-            pieces.push(vec![events::block_start(index, &block)]);
             let args = serde_json::to_string(input).expect("input serializes");
-            if args != "{}" {
-                for chunk in split_json(&args, chunk_chars) {
-                    pieces.push(vec![events::delta(index, DeltaType::InputJson, &chunk)]);
-                }
-            }
-            pieces.push(vec![events::block_stop(index)]);
-        }
-        pieces.push(vec![
-            events::message_delta(self.stop_reason, None, &self.usage, None, None),
-            events::message_stop(),
-        ]);
-        pieces
+            let chunks = if args == "{}" {
+                Vec::new()
+            } else {
+                split_json(&args, chunk_chars)
+            };
+            std::iter::once(vec![events::block_start(index, &block)])
+                .chain(
+                    chunks
+                        .into_iter()
+                        .map(move |c| vec![events::delta(index, DeltaType::InputJson, &c)]),
+                )
+                .chain(std::iter::once(vec![events::block_stop(index)]))
+        });
+        let end = std::iter::once(()).map(move |()| {
+            vec![
+                events::message_delta(self.stop_reason, None, &self.usage, None, None),
+                events::message_stop(),
+            ]
+        });
+        start.chain(text).chain(tool).chain(end)
     }
 }
+
+/// Pieces of a fast stream share one event up to about this many bytes.
+const BATCH_BYTES: usize = 16 * 1024;
 
 pub async fn run(provider: Arc<Provider>, call: Call, sink: mpsc::Sender<ProviderEvent>) {
     let cfg = &provider.config;
@@ -183,33 +203,28 @@ pub async fn run(provider: Arc<Provider>, call: Call, sink: mpsc::Sender<Provide
         return;
     }
 
+    // Piece by piece through the session's bounded channel, as a real upstream's reads arrive:
+    // a client that stops reading stops this task, and a long reply is never buffered whole.
+    let mut pieces = plan.pieces(&id, &call.client_model, cfg.chunk_chars);
     // Like a real upstream: `message_start` at once, the first token after `ttft_ms`.
-    let mut pieces = plan
-        .stream(&id, &call.client_model, cfg.chunk_chars)
-        .into_iter();
-    let start = pieces.next().unwrap_or_default();
-    // Pieces already sent before the loop below (the start, when it went first).
     let sent = usize::from(cfg.ttft_ms > 0);
     if cfg.ttft_ms > 0 {
+        let start = pieces.next().unwrap_or_default();
         if sink.send(ProviderEvent::Frames(start)).await.is_err() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(cfg.ttft_ms)).await;
-    } else {
-        pieces = std::iter::once(start)
-            .chain(pieces)
-            .collect::<Vec<_>>()
-            .into_iter();
     }
     let midstream_cut = model == "error-midstream";
     let delay = Duration::from_millis(cfg.chunk_delay_ms);
-    if delay.is_zero() && !midstream_cut {
-        let frames = pieces.flatten().collect();
-        if sink.send(ProviderEvent::Frames(frames)).await.is_ok() {
-            let _ = sink.send(ProviderEvent::End).await;
-        }
-        return;
-    }
+    // Paced pieces go alone; fast ones share events of about `BATCH_BYTES`.
+    let batch_bytes = if delay.is_zero() && !midstream_cut {
+        BATCH_BYTES
+    } else {
+        0
+    };
+    let mut batch = Vec::new();
+    let mut size = 0;
     for (i, frames) in pieces.enumerate() {
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -219,9 +234,21 @@ pub async fn run(provider: Arc<Provider>, call: Call, sink: mpsc::Sender<Provide
             let _ = sink.send(ProviderEvent::failed(err)).await;
             return;
         }
-        if sink.send(ProviderEvent::Frames(frames)).await.is_err() {
-            return;
+        size += frames.iter().map(|f| f.data.len()).sum::<usize>();
+        batch.extend(frames);
+        if size >= batch_bytes {
+            size = 0;
+            if sink
+                .send(ProviderEvent::Frames(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
+    }
+    if !batch.is_empty() && sink.send(ProviderEvent::Frames(batch)).await.is_err() {
+        return;
     }
     let _ = sink.send(ProviderEvent::End).await;
 }
@@ -325,9 +352,19 @@ fn take_chars(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-fn split_chars(s: &str, n: usize) -> Vec<String> {
-    let chars: Vec<char> = s.chars().collect();
-    chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
+/// `s` in pieces of `n` chars, borrowed.
+fn char_chunks(s: &str, n: usize) -> impl Iterator<Item = &str> {
+    let n = n.max(1);
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = rest.char_indices().nth(n).map_or(rest.len(), |(i, _)| i);
+        let (head, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(head)
+    })
 }
 
 /// Splits JSON text into pieces of about `n` chars, never inside an escape sequence, so every

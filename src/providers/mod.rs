@@ -110,6 +110,9 @@ pub struct Call {
     pub client_headers: ClientHeaders,
     /// W3C `traceparent` of the attempt's span, when spans are exported.
     pub traceparent: Option<String>,
+    /// Ask the upstream to count the request's input tokens (`count_tokens`, Anthropic kind
+    /// only) instead of answering it; the count arrives as a [`ProviderEvent::Message`].
+    pub count: bool,
 }
 
 /// How an upstream failure is handled (gateway.md §7.3).
@@ -254,6 +257,9 @@ pub enum ProviderEvent {
     Frames(Vec<Frame>),
     /// Stream: the upstream closed cleanly.
     End,
+    /// What the translation of the upstream's reply changed or dropped (translation.md): it
+    /// comes before the frames or message it concerns.
+    Warnings(Vec<Warning>),
     /// The attempt failed, before or after its first event.
     Failed(Box<UpstreamError>),
 }
@@ -276,30 +282,26 @@ pub struct Dispatch {
     pub sink: mpsc::Sender<ProviderEvent>,
 }
 
-/// A `count_tokens` call for an Anthropic upstream: the body is ready to send.
+/// A cloud kind's `count_tokens` request: the Anthropic body, ready to wrap.
 #[derive(Debug, Clone)]
 pub struct CountCall {
     pub body: Bytes,
-    pub anthropic_version: &'static str,
     pub anthropic_beta: Option<String>,
-    pub beta_query: bool,
-    pub client_headers: ClientHeaders,
 }
 
-/// Asks the provider to count a request's input tokens (Anthropic kind only); the reply is the
-/// upstream's JSON body.
-#[derive(Message)]
-#[rtype(result = "Result<Bytes, UpstreamError>")]
-pub struct CountTokens {
-    pub call: CountCall,
+impl CountCall {
+    fn of(call: &Call) -> Self {
+        Self {
+            body: call.request.anthropic_body(&call.upstream_model, &[]).into(),
+            anthropic_beta: call.anthropic_beta.clone(),
+        }
+    }
 }
 
 pub struct ProviderActor {
     provider: Arc<Provider>,
     client: Option<awc::Client>,
     stream_timing: StreamTiming,
-    /// The whole-call limit of a `count_tokens` request (`timeouts.ttft_ms`).
-    count_timeout: Duration,
 }
 
 /// The timers a translated stream runs itself (translation.md §5 steps 8–9).
@@ -324,42 +326,6 @@ impl ProviderActor {
                 idle: timeouts.idle(),
                 usage_wait: Duration::from_millis(stream.usage_wait_ms),
             },
-            count_timeout: timeouts.ttft(),
-        }
-    }
-}
-
-impl Handler<CountTokens> for ProviderActor {
-    type Result = ResponseFuture<Result<Bytes, UpstreamError>>;
-
-    fn handle(&mut self, msg: CountTokens, _ctx: &mut Context<Self>) -> Self::Result {
-        let provider = self.provider.clone();
-        match (provider.kind(), &self.client) {
-            (ProviderKind::Anthropic, Some(client)) => Box::pin(anthropic::count_tokens(
-                client.clone(),
-                provider,
-                msg.call,
-                self.count_timeout,
-            )),
-            (ProviderKind::Bedrock, Some(client)) => Box::pin(bedrock::count_tokens(
-                client.clone(),
-                provider,
-                msg.call,
-                self.count_timeout,
-            )),
-            (ProviderKind::Vertex, Some(client)) => Box::pin(vertex::count_tokens(
-                client.clone(),
-                provider,
-                msg.call,
-                self.count_timeout,
-            )),
-            (kind, _) => {
-                let err = UpstreamError::transient(format!(
-                    "provider kind {} cannot count tokens",
-                    kind.as_str()
-                ));
-                Box::pin(async move { Err(err) })
-            }
         }
     }
 }
@@ -376,6 +342,25 @@ impl Handler<Dispatch> for ProviderActor {
         let provider = self.provider.clone();
         let watch = sink.clone();
         match (provider.kind(), &self.client) {
+            (ProviderKind::Anthropic, Some(client)) if call.count => spawn_attempt(
+                anthropic::count(client.clone(), provider, call, sink),
+                watch,
+            ),
+            (ProviderKind::Bedrock, Some(client)) if call.count => {
+                let count = bedrock::count_tokens(client.clone(), provider, CountCall::of(&call));
+                spawn_attempt(one_shot_count(count, sink), watch)
+            }
+            (ProviderKind::Vertex, Some(client)) if call.count => {
+                let count = vertex::count_tokens(client.clone(), provider, CountCall::of(&call));
+                spawn_attempt(one_shot_count(count, sink), watch)
+            }
+            (kind, _) if call.count => {
+                let err = UpstreamError::from_status(
+                    404,
+                    format!("provider kind {} cannot count tokens", kind.as_str()),
+                );
+                let _ = sink.try_send(ProviderEvent::failed(err));
+            }
             (ProviderKind::Anthropic, Some(client)) => {
                 spawn_attempt(anthropic::run(client.clone(), provider, call, sink), watch)
             }
@@ -399,6 +384,30 @@ impl Handler<Dispatch> for ProviderActor {
             }
         }
     }
+}
+
+/// A cloud kind's count_tokens attempt: its one reply is the attempt's whole message.
+async fn one_shot_count(
+    count: impl std::future::Future<Output = Result<Bytes, UpstreamError>>,
+    sink: mpsc::Sender<ProviderEvent>,
+) {
+    let event = match count.await {
+        Ok(body) => {
+            let accepted = ProviderEvent::Accepted {
+                upstream_request_id: None,
+            };
+            if sink.send(accepted).await.is_err() {
+                return;
+            }
+            ProviderEvent::message(UpstreamMessage {
+                body,
+                usage: Default::default(),
+                stop_reason: None,
+            })
+        }
+        Err(e) => ProviderEvent::failed(e),
+    };
+    let _ = sink.send(event).await;
 }
 
 /// Runs an attempt on this worker until it ends or its session stops listening.

@@ -84,11 +84,21 @@ pub async fn run(
                 estimated_input_tokens,
             };
             match translate_response(&body, &ctx) {
-                Ok(t) => ProviderEvent::message(UpstreamMessage {
-                    body: t.body.into(),
-                    usage: t.usage,
-                    stop_reason: Some(t.stop_reason.to_string()),
-                }),
+                Ok(t) => {
+                    if !t.warnings.is_empty()
+                        && sink
+                            .send(ProviderEvent::Warnings(t.warnings))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                    ProviderEvent::message(UpstreamMessage {
+                        body: t.body.into(),
+                        usage: t.usage,
+                        stop_reason: Some(t.stop_reason.to_string()),
+                    })
+                }
                 Err(ResponseError::Invalid(m)) => {
                     ProviderEvent::failed(UpstreamError::transient(m))
                 }
@@ -148,6 +158,8 @@ async fn pump(
     let mut events = Vec::new();
     let mut frames: Vec<Frame> = Vec::new();
     let mut usage_deadline: Option<Instant> = None;
+    // Warnings already reported; new ones go out ahead of the frames they concern.
+    let mut reported = 0;
     loop {
         let wait = match usage_deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
@@ -178,6 +190,13 @@ async fn pump(
                     .and_then(|()| tr.finish(StreamEnd::Eof, &mut frames))
             }
         };
+        if tr.warnings().len() > reported {
+            let new = tr.warnings()[reported..].to_vec();
+            reported = tr.warnings().len();
+            if sink.send(ProviderEvent::Warnings(new)).await.is_err() {
+                return;
+            }
+        }
         if !frames.is_empty()
             && sink
                 .send(ProviderEvent::Frames(std::mem::take(&mut frames)))

@@ -5,8 +5,11 @@
 //! `window_secs` with ≥ `min_requests`. Open for `cooldown_secs`, doubled per re-open up to
 //! `max_cooldown_secs`. Then one real request probes (half-open): success closes, failure reopens.
 //! A 429 also keeps the deployment aside for its `retry-after` (capped).
+//!
+//! The probe is a [`ProbeGuard`]: its verdict can only come through it, and a probe dropped
+//! without one (a cancelled future, a client gone) frees the slot, so no probe can leak.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::CircuitBreakerConfig;
@@ -51,15 +54,43 @@ pub enum Verdict {
 }
 
 /// Whether a deployment may take a request now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Admission {
+    /// Report the verdict with [`CircuitBreaker::record`].
     Yes,
-    /// Half-open: this request is the probe; report its verdict.
-    Probe,
+    /// Half-open: this request is the probe; report its verdict through the guard.
+    Probe(ProbeGuard),
     /// Open (or rate-limited, or a probe is running) until about this instant.
-    No {
-        until: Instant,
-    },
+    No { until: Instant },
+}
+
+/// The half-open probe slot, held by the request that probes.
+///
+/// Dropped without a verdict it records "abandoned": the slot is free again and the
+/// deployment's state is unchanged (half-open, so the next request probes). Not a failure: the
+/// usual reasons are the caller's (its client left, its own timeout fired), and counting them
+/// would let one impatient client keep a healthy deployment open.
+#[derive(Debug)]
+#[must_use = "dropping the guard abandons the probe"]
+pub struct ProbeGuard {
+    breaker: Option<Arc<CircuitBreaker>>,
+}
+
+impl ProbeGuard {
+    /// The probe's verdict: success closes the circuit, failure reopens it.
+    pub fn record(mut self, verdict: Verdict, now: Instant) {
+        if let Some(b) = self.breaker.take() {
+            b.settle_probe(verdict, now);
+        }
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if let Some(b) = self.breaker.take() {
+            b.settle_probe(Verdict::Abandoned, Instant::now());
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -145,7 +176,7 @@ impl CircuitBreaker {
     }
 
     /// Claims the right to send one request: the probe slot when half-open.
-    pub fn admit(&self, now: Instant) -> Admission {
+    pub fn admit(self: &Arc<Self>, now: Instant) -> Admission {
         let mut inner = self.lock();
         if let Err(until) = Self::check(&inner, now) {
             return Admission::No { until };
@@ -155,46 +186,22 @@ impl CircuitBreaker {
             _ => {
                 inner.state = CircuitState::HalfOpen;
                 inner.probe_in_flight = true;
-                Admission::Probe
+                Admission::Probe(ProbeGuard {
+                    breaker: Some(self.clone()),
+                })
             }
         }
     }
 
-    /// Records how an admitted request ended.
+    /// Records how a request admitted with [`Admission::Yes`] ended.
     pub fn record(&self, verdict: Verdict, now: Instant) {
-        let mut inner = self.lock();
-        let failed = match verdict {
-            Verdict::Abandoned => {
-                inner.probe_in_flight = false;
-                return;
-            }
-            Verdict::Success => false,
-            Verdict::Failure => true,
-            Verdict::RateLimited { cooldown } => {
-                inner.rate_limited_until = Some(now + cooldown);
-                true
-            }
-        };
-        self.count(&mut inner, failed, now);
-        if inner.state == CircuitState::HalfOpen && inner.probe_in_flight {
-            inner.probe_in_flight = false;
-            if failed {
-                self.open(&mut inner, now);
-            } else {
-                inner.state = CircuitState::Closed;
-                inner.reopens = 0;
-                inner.consecutive = 0;
-                for b in inner.buckets.iter_mut() {
-                    *b = Bucket {
-                        second: u64::MAX,
-                        ok: 0,
-                        failed: 0,
-                    };
-                }
-            }
+        let Some(failed) = self.outcome(verdict, now) else {
             return;
-        }
+        };
+        let mut inner = self.lock();
+        self.count(&mut inner, failed, now);
         if inner.state != CircuitState::Closed {
+            // Admitted before the circuit opened: only the probe decides now.
             return;
         }
         if failed {
@@ -209,6 +216,43 @@ impl CircuitBreaker {
             && bad > 0;
         if failed && (inner.consecutive >= self.config.consecutive_failures.max(1) || ratio_trips) {
             self.open(&mut inner, now);
+        }
+    }
+
+    /// Whether a verdict is a failure (`None`: it says nothing); a 429 also sets the deployment
+    /// aside.
+    fn outcome(&self, verdict: Verdict, now: Instant) -> Option<bool> {
+        match verdict {
+            Verdict::Abandoned => None,
+            Verdict::Success => Some(false),
+            Verdict::Failure => Some(true),
+            Verdict::RateLimited { cooldown } => {
+                self.lock().rate_limited_until = Some(now + cooldown);
+                Some(true)
+            }
+        }
+    }
+
+    /// The probe's verdict (through its guard).
+    fn settle_probe(&self, verdict: Verdict, now: Instant) {
+        let failed = self.outcome(verdict, now);
+        let mut inner = self.lock();
+        inner.probe_in_flight = false;
+        let Some(failed) = failed else { return };
+        self.count(&mut inner, failed, now);
+        if failed {
+            self.open(&mut inner, now);
+        } else {
+            inner.state = CircuitState::Closed;
+            inner.reopens = 0;
+            inner.consecutive = 0;
+            for b in inner.buckets.iter_mut() {
+                *b = Bucket {
+                    second: u64::MAX,
+                    ok: 0,
+                    failed: 0,
+                };
+            }
         }
     }
 
@@ -271,12 +315,23 @@ mod tests {
         }
     }
 
+    fn breaker() -> Arc<CircuitBreaker> {
+        Arc::new(CircuitBreaker::new(cfg()))
+    }
+
+    fn probe(b: &Arc<CircuitBreaker>, t: Instant) -> ProbeGuard {
+        match b.admit(t) {
+            Admission::Probe(g) => g,
+            other => panic!("expected the probe, got {other:?}"),
+        }
+    }
+
     #[test]
     fn opens_after_consecutive_failures_then_probes() {
-        let b = CircuitBreaker::new(cfg());
+        let b = breaker();
         let t = Instant::now();
         for _ in 0..2 {
-            assert_eq!(b.admit(t), Admission::Yes);
+            assert!(matches!(b.admit(t), Admission::Yes));
             b.record(Verdict::Failure, t);
         }
         assert_eq!(b.state(t), CircuitState::Closed);
@@ -289,21 +344,19 @@ mod tests {
         // Cooldown over: exactly one probe.
         let t1 = t + Duration::from_secs(10);
         assert_eq!(b.state(t1), CircuitState::HalfOpen);
-        assert_eq!(b.admit(t1), Admission::Probe);
+        let p = probe(&b, t1);
         assert!(matches!(b.admit(t1), Admission::No { .. }));
         // The probe fails: reopen with a doubled cooldown (20 s).
-        b.record(Verdict::Failure, t1);
+        p.record(Verdict::Failure, t1);
         assert_eq!(b.state(t1 + Duration::from_secs(19)), CircuitState::Open);
         let t2 = t1 + Duration::from_secs(20);
-        assert_eq!(b.admit(t2), Admission::Probe);
-        b.record(Verdict::Failure, t2);
+        probe(&b, t2).record(Verdict::Failure, t2);
         // Capped at 25 s.
         assert_eq!(b.state(t2 + Duration::from_secs(24)), CircuitState::Open);
         let t3 = t2 + Duration::from_secs(25);
-        assert_eq!(b.admit(t3), Admission::Probe);
-        b.record(Verdict::Success, t3);
+        probe(&b, t3).record(Verdict::Success, t3);
         assert_eq!(b.state(t3), CircuitState::Closed);
-        assert_eq!(b.admit(t3), Admission::Yes);
+        assert!(matches!(b.admit(t3), Admission::Yes));
     }
 
     #[test]
@@ -358,19 +411,45 @@ mod tests {
         );
         assert_eq!(b.state(t), CircuitState::Closed);
         assert_eq!(b.available(t), Err(t + Duration::from_secs(2)));
-        assert_eq!(b.admit(t + Duration::from_secs(2)), Admission::Yes);
+        assert!(matches!(
+            Arc::new(b).admit(t + Duration::from_secs(2)),
+            Admission::Yes
+        ));
     }
 
     #[test]
-    fn abandoned_probe_frees_the_slot() {
-        let b = CircuitBreaker::new(cfg());
+    fn a_dropped_probe_frees_the_slot() {
+        let b = breaker();
         let t = Instant::now();
         for _ in 0..3 {
             b.record(Verdict::Failure, t);
         }
         let t1 = t + Duration::from_secs(10);
-        assert_eq!(b.admit(t1), Admission::Probe);
-        b.record(Verdict::Abandoned, t1);
-        assert_eq!(b.admit(t1), Admission::Probe);
+        // Dropped without a verdict (a cancelled future): neither success nor failure.
+        drop(probe(&b, t1));
+        assert_eq!(b.state(t1), CircuitState::HalfOpen);
+        let p = probe(&b, t1);
+        // An explicit `Abandoned` is the same.
+        p.record(Verdict::Abandoned, t1);
+        probe(&b, t1).record(Verdict::Success, t1);
+        assert_eq!(b.state(t1), CircuitState::Closed);
+    }
+
+    #[test]
+    fn only_the_probe_decides_a_half_open_circuit() {
+        let b = breaker();
+        let t = Instant::now();
+        // Admitted while closed, still running when the circuit opens.
+        assert!(matches!(b.admit(t), Admission::Yes));
+        for _ in 0..3 {
+            b.record(Verdict::Failure, t);
+        }
+        let t1 = t + Duration::from_secs(10);
+        let p = probe(&b, t1);
+        // The late request's success says nothing about the probe.
+        b.record(Verdict::Success, t1);
+        assert!(matches!(b.admit(t1), Admission::No { .. }));
+        p.record(Verdict::Failure, t1);
+        assert_eq!(b.state(t1), CircuitState::Open);
     }
 }

@@ -6,6 +6,7 @@
 //! the cumulative usage and `usage.server_tool_use`.
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -14,7 +15,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::nested::advisor_caller;
-use super::relay::RelayStep;
+use super::relay::{Relay, RelayStep};
 use super::tool_loop::{Next, ToolLoop, Turn};
 use super::{SessionActor, SessionHead};
 use crate::ids;
@@ -25,13 +26,35 @@ use crate::protocol::anthropic::{Frame, MessageResponse, ResponseUsage};
 use crate::protocol::request::MessagesRequest;
 use crate::providers::{UpstreamError, UpstreamMessage};
 use crate::routing::{Deployment, Verdict};
-use crate::tools::{replay, CallContext, Execute, PendingCall, ToolCall, ToolKind, ToolOutcome};
+use crate::tools::{
+    replay, CallContext, Execute, PendingCall, Replay, ToolCall, ToolKind, ToolOutcome,
+};
 use tracing::Instrument;
+
+/// The tool loop's side of a session.
+#[derive(Default)]
+pub(super) struct Looping {
+    pub(super) state: Option<ToolLoop>,
+    /// The replayed history for the deployment of the current attempt (fixed after round 1).
+    pub(super) history: Option<Replay>,
+    /// The loop runs for the current deployment (else the turn passes through).
+    pub(super) loop_mode: bool,
+    pub(super) relay: Relay,
+    /// The client's next block index across rounds.
+    pub(super) next_index: usize,
+    /// A continuation's trailing calls answered before round 1 (gateway.md §6.3): the user
+    /// message that joins the history, and the result blocks the client sees first.
+    pub(super) pending_answer: Option<Value>,
+    pub(super) pending_blocks: Vec<Value>,
+    /// Dropping it cancels running tool calls.
+    pub(super) tools_cancel: Option<tokio::sync::watch::Sender<()>>,
+    pub(super) tools_time: Duration,
+}
 
 impl SessionActor {
     /// The current round (1 without a loop).
     pub(super) fn round(&self) -> u32 {
-        self.tool_loop.as_ref().map_or(1, |l| l.round)
+        self.looping.state.as_ref().map_or(1, |l| l.round)
     }
 
     /// The request an attempt on `deployment` sends: the client's own without gateway tools;
@@ -42,28 +65,28 @@ impl SessionActor {
         deployment: &Arc<Deployment>,
         ctx: &mut Context<Self>,
     ) -> Option<Arc<MessagesRequest>> {
-        let Some(lp) = &self.tool_loop else {
-            self.loop_mode = false;
+        let Some(lp) = &self.looping.state else {
+            self.looping.loop_mode = false;
             return Some(self.init.request.clone());
         };
         let native = &deployment.provider.config.native_tools;
         if lp.round == 1 {
             let mut history = lp.replay(&self.init.request, native);
             if !history.pending.is_empty() {
-                match &self.pending_answer {
+                match &self.looping.pending_answer {
                     Some(answer) => history.messages.push(answer.clone()),
                     None => {
                         let pending = std::mem::take(&mut history.pending);
-                        self.history = Some(history);
+                        self.looping.history = Some(history);
                         self.run_pending(pending, deployment.clone(), ctx);
                         return None;
                     }
                 }
             }
-            self.history = Some(history);
+            self.looping.history = Some(history);
         }
-        self.loop_mode = lp.active_for(native);
-        let history = self.history.as_ref()?;
+        self.looping.loop_mode = lp.active_for(native);
+        let history = self.looping.history.as_ref()?;
         Some(Arc::new(lp.request(&self.init.request, native, history)))
     }
 
@@ -75,7 +98,7 @@ impl SessionActor {
         deployment: Arc<Deployment>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(lp) = self.tool_loop.as_mut() else {
+        let Some(lp) = self.looping.state.as_mut() else {
             return;
         };
         let mut calls = Vec::new();
@@ -99,11 +122,13 @@ impl SessionActor {
                 .into_iter()
                 .map(|(i, o)| (pending[i].id.clone(), o))
                 .collect();
-            let (Some(lp), Some(history)) = (act.tool_loop.as_mut(), act.history.as_mut()) else {
+            let (Some(lp), Some(history)) =
+                (act.looping.state.as_mut(), act.looping.history.as_mut())
+            else {
                 return;
             };
-            act.pending_blocks = lp.settle_pending(history, done);
-            act.pending_answer = history.messages.last().cloned();
+            act.looping.pending_blocks = lp.settle_pending(history, done);
+            act.looping.pending_answer = history.messages.last().cloned();
             act.start_attempt(deployment, ctx);
         });
     }
@@ -146,7 +171,7 @@ impl SessionActor {
             .buffered(limit)
             .collect::<Vec<_>>();
         ctx.spawn(all.into_actor(self).map(move |outcomes, act, ctx| {
-            act.tools_time += started.elapsed();
+            act.looping.tools_time += started.elapsed();
             act.trace("tools.done");
             then(act, outcomes, ctx)
         }));
@@ -154,8 +179,9 @@ impl SessionActor {
 
     fn call_context(&mut self, calls: &[ToolCall]) -> CallContext {
         let (tx, rx) = tokio::sync::watch::channel(());
-        self.tools_cancel = Some(tx);
+        self.looping.tools_cancel = Some(tx);
         let conversation: Vec<Value> = self
+            .looping
             .history
             .as_ref()
             .map(|h| h.messages.clone())
@@ -165,7 +191,7 @@ impl SessionActor {
         let prior_context = needs_context.then(|| {
             let mut text =
                 replay::prior_context_text(self.init.request.system.as_ref(), &conversation);
-            if let Some(lp) = &self.tool_loop {
+            if let Some(lp) = &self.looping.state {
                 text.push('\n');
                 text.push_str(&serde_json::to_string(&lp.content).unwrap_or_default());
             }
@@ -211,7 +237,11 @@ impl SessionActor {
         let mut invalid = None;
         for frame in frames {
             let was_started = !out.is_empty() || self.head.is_none();
-            match self.relay.push(frame, &mut self.next_index, &mut out) {
+            match self
+                .looping
+                .relay
+                .push(frame, &mut self.looping.next_index, &mut out)
+            {
                 Ok(s) => step = s,
                 Err(e) => {
                     invalid = Some(e.0);
@@ -219,10 +249,10 @@ impl SessionActor {
                 }
             }
             // The answers to a continuation's calls lead the message, right after its start.
-            if !was_started && !self.pending_blocks.is_empty() {
-                for block in std::mem::take(&mut self.pending_blocks) {
-                    out.extend(events::block_frames(self.next_index, &block));
-                    self.next_index += 1;
+            if !was_started && !self.looping.pending_blocks.is_empty() {
+                for block in std::mem::take(&mut self.looping.pending_blocks) {
+                    out.extend(events::block_frames(self.looping.next_index, &block));
+                    self.looping.next_index += 1;
                 }
             }
             if step != RelayStep::More {
@@ -244,13 +274,12 @@ impl SessionActor {
         match step {
             RelayStep::More => {}
             RelayStep::TurnEnded => {
-                let acc = std::mem::take(&mut self.relay.acc);
-                let live = self.relay.live_blocks;
+                let acc = std::mem::take(&mut self.looping.relay.acc);
+                let live = self.looping.relay.live_blocks;
                 self.turn_done(acc, live, ctx);
             }
             RelayStep::Failed => {
                 self.close_attempt(Verdict::Failure, Some(200), Some("stream_error"), ctx);
-                self.usage = self.tool_loop.as_ref().map(|l| l.usage).unwrap_or_default();
                 self.finish(200, Some("upstream_stream_error".into()), ctx);
             }
         }
@@ -270,11 +299,12 @@ impl SessionActor {
     fn turn_done(&mut self, acc: TurnAccumulator, live: usize, ctx: &mut Context<Self>) {
         self.close_attempt(Verdict::Success, Some(200), None, ctx);
         let native = self
+            .answer
             .chosen
             .as_ref()
             .map(|d| d.provider.config.native_tools.clone())
             .unwrap_or_default();
-        let Some(lp) = self.tool_loop.as_mut() else {
+        let Some(lp) = self.looping.state.as_mut() else {
             return;
         };
         lp.add_usage(&acc.usage);
@@ -309,10 +339,12 @@ impl SessionActor {
         live: usize,
         ctx: &mut Context<Self>,
     ) {
-        if self.outcome.is_some() {
+        if self.answer.outcome.is_some() {
             return;
         }
-        let (Some(lp), Some(history)) = (self.tool_loop.as_mut(), self.history.as_ref()) else {
+        let (Some(lp), Some(history)) =
+            (self.looping.state.as_mut(), self.looping.history.as_ref())
+        else {
             return;
         };
         let (shown, next) = lp.settle(turn, outcomes, history);
@@ -321,26 +353,26 @@ impl SessionActor {
         if self.stream() {
             let mut frames = Vec::new();
             for block in shown.iter().skip(live) {
-                frames.extend(events::block_frames(self.next_index, block));
-                self.next_index += 1;
+                frames.extend(events::block_frames(self.looping.next_index, block));
+                self.looping.next_index += 1;
             }
             self.write_frames(&frames, ctx);
         }
         match next {
             Next::Continue => {
-                self.relay.next_turn();
+                self.looping.relay.next_turn();
                 // Later rounds go to the deployment that answered round 1 (its retries apply).
-                let Some(deployment) = self.chosen.clone() else {
+                let Some(deployment) = self.answer.chosen.clone() else {
                     return;
                 };
                 let cfg = &self.state.config;
-                self.plan = super::attempts::AttemptPlan::new(
+                self.attempts.plan = super::attempts::AttemptPlan::new(
                     vec![deployment],
                     cfg.retry.clone(),
                     std::time::Duration::from_millis(cfg.circuit_breaker.rate_limit_cooldown_ms),
                 );
-                self.last_error = None;
-                let step = self.plan.next_candidate();
+                self.attempts.last_error = None;
+                let step = self.attempts.plan.next_candidate();
                 self.step(step, ctx);
             }
             Next::Finish {
@@ -357,13 +389,12 @@ impl SessionActor {
         stop_sequence: Option<String>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(lp) = self.tool_loop.as_ref() else {
+        if self.looping.state.is_none() {
             return;
-        };
-        self.usage = lp.usage;
-        self.stop_reason = Some(stop_reason.clone());
+        }
+        self.answer.stop_reason = Some(stop_reason.clone());
         let debug = self.debug_value();
-        let lp = self.tool_loop.as_ref().expect("checked above");
+        let lp = self.looping.state.as_ref().expect("checked above");
         if self.stream() {
             let frames = [
                 events::message_delta(
@@ -396,6 +427,7 @@ impl SessionActor {
                 self.init.record.response_body =
                     Some(crate::observability::record::redact_body(&body, &[]));
             }
+            self.refresh_warnings_header();
             let headers = std::mem::take(&mut self.headers);
             self.answer(SessionHead::Json { body, headers }, ctx);
         }

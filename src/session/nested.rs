@@ -1,21 +1,24 @@
 //! Nested calls a gateway tool makes through the gateway's own routing (the advisor, gateway.md
-//! §5.8): a non-stream request to a public model, tried on its deployments in order on this
-//! worker's provider actors, with the same breakers. Its tokens join the caller's totals.
+//! §5.8): a non-stream request to a public model, run as a [`SessionActor`] of its own
+//! ([`Purpose::Nested`]), so it gets the attempt path every upstream call takes: retries,
+//! fallbacks, timeouts, breaker accounting and one error mapping. Its tokens join the caller's
+//! totals; the caller's session is the one counted and logged.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
+use super::{ClientGuard, Purpose, SessionActor, SessionHead, SessionInit};
 use crate::api::auth::ApiKey;
+use crate::config::Strictness;
+use crate::observability::RequestRecord;
 use crate::protocol::accumulate::TurnAccumulator;
 use crate::protocol::request::parse_fields;
 use crate::protocol::validate::{validate, ApiVersion};
-use crate::providers::{Call, Dispatch, ProviderEvent};
-use crate::routing::breaker::Admission;
-use crate::routing::{self, RoutingPrefs, Verdict};
+use crate::routing::{self, RoutingPrefs};
 use crate::state::{AppState, WorkerActors};
+use crate::strictness::StrictnessPlan;
 use crate::tools::advisor::{AdvisorCaller, AdvisorFailure, AdvisorReply, AdvisorRequest};
 
 /// The advisor caller of one request: the key's limits and this worker's actors.
@@ -32,37 +35,38 @@ pub fn advisor_caller(
             key.clone(),
             request_id.clone(),
         );
-        Box::pin(async move { complete(&state, &workers, &key, &request_id, req).await })
+        Box::pin(complete(state, workers, key, request_id, req))
     })
 }
 
 async fn complete(
-    state: &AppState,
-    workers: &WorkerActors,
-    key: &ApiKey,
-    request_id: &str,
+    state: Arc<AppState>,
+    workers: Arc<WorkerActors>,
+    key: Arc<ApiKey>,
+    request_id: String,
     req: AdvisorRequest,
 ) -> Result<AdvisorReply, AdvisorFailure> {
-    if !state.limits.tokens_available(key) {
+    if !state.limits.tokens_available(&key) {
         return Err(AdvisorFailure::RateLimited);
     }
     let model = state
         .models
         .resolve(&req.model)
-        .ok_or_else(|| AdvisorFailure::Upstream(format!("unknown model \"{}\"", req.model)))?;
+        .ok_or_else(|| AdvisorFailure::Upstream(format!("unknown model \"{}\"", req.model)))?
+        .clone();
     let body = json!({
         "model": req.model,
         "max_tokens": req.max_tokens,
         "system": req.system,
         "messages": [{"role": "user", "content": req.user}],
     });
+    let invalid = || AdvisorFailure::Upstream("the advisor request is invalid".into());
     let request = parse_fields(body.to_string().as_bytes())
         .ok()
         .and_then(|f| validate(f, ApiVersion::V2023_06_01).ok())
-        .ok_or_else(|| AdvisorFailure::Upstream("the advisor request is invalid".into()))?;
-    let request = Arc::new(request);
+        .ok_or_else(invalid)?;
     let candidates = routing::select(
-        model,
+        &model,
         &RoutingPrefs::default(),
         None,
         Instant::now(),
@@ -71,61 +75,53 @@ async fn complete(
     .map_err(|_| {
         AdvisorFailure::Upstream("no deployment of the advisor model is available".into())
     })?;
-    let mut last = String::from("no attempt was made");
-    for deployment in candidates {
-        if let Admission::No { .. } = deployment.breaker.admit(Instant::now()) {
-            continue;
+    let plan = StrictnessPlan::build(&request, &model, Strictness::Warn, &key.name, None)
+        .map_err(|_| invalid())?;
+    let init = SessionInit {
+        request_id,
+        key,
+        request: Arc::new(request),
+        model,
+        candidates,
+        sort: "weighted",
+        version: ApiVersion::V2023_06_01,
+        anthropic_beta: None,
+        beta_query: false,
+        strictness: Strictness::Warn,
+        strictness_plan: Arc::new(plan),
+        session_id: None,
+        debug: None,
+        tools: None,
+        token_estimate: 0,
+        received_at: Instant::now(),
+        record: RequestRecord::default(),
+        purpose: Purpose::Nested,
+        // The advisor's own call is the gateway's, not the client's.
+        client_headers: Default::default(),
+    };
+    let (addr, head) = SessionActor::spawn(init, state, workers);
+    // Dropping this future (the advisor's timeout, the caller's session stopping) stops the
+    // nested session, which drops its attempt and frees a probe it holds.
+    let _guard = ClientGuard(addr);
+    match head.await {
+        Ok(SessionHead::Json { body, .. }) => {
+            let acc =
+                TurnAccumulator::from_message(&body).map_err(|e| AdvisorFailure::Upstream(e.0))?;
+            let text = acc
+                .blocks
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok(AdvisorReply {
+                text,
+                usage: acc.usage,
+            })
         }
-        let call = Call {
-            request: request.clone(),
-            upstream_model: deployment.upstream_model.clone(),
-            client_model: req.model.clone(),
-            stream: false,
-            anthropic_version: ApiVersion::V2023_06_01.as_str(),
-            anthropic_beta: None,
-            beta_query: false,
-            request_id: request_id.to_string(),
-            capture_request: false,
-            capture_response: false,
-            drops: Arc::from(Vec::new()),
-            prompt_cache_key: None,
-            // The advisor's own call is the gateway's, not the client's.
-            client_headers: Default::default(),
-            traceparent: crate::observability::spans::traceparent(&tracing::Span::current()),
-        };
-        let (tx, mut rx) = mpsc::channel(8);
-        workers.providers[deployment.provider_index].do_send(Dispatch { call, sink: tx });
-        let outcome = loop {
-            match rx.recv().await {
-                Some(ProviderEvent::Message(m)) => break Ok(*m),
-                Some(ProviderEvent::Failed(e)) => break Err(e.message),
-                Some(_) => continue,
-                None => break Err("the upstream attempt ended without a result".into()),
-            }
-        };
-        match outcome {
-            Ok(m) => {
-                deployment.breaker.record(Verdict::Success, Instant::now());
-                let text = TurnAccumulator::from_message(&m.body)
-                    .map(|acc| {
-                        acc.blocks
-                            .iter()
-                            .filter(|b| b["type"] == "text")
-                            .filter_map(|b| b.get("text").and_then(Value::as_str))
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                    .map_err(|e| AdvisorFailure::Upstream(e.0))?;
-                return Ok(AdvisorReply {
-                    text,
-                    usage: m.usage,
-                });
-            }
-            Err(message) => {
-                deployment.breaker.record(Verdict::Failure, Instant::now());
-                last = message;
-            }
-        }
+        Ok(SessionHead::Error { error, .. }) => Err(AdvisorFailure::Upstream(error.to_string())),
+        Ok(SessionHead::Stream { .. }) | Err(_) => Err(AdvisorFailure::Upstream(
+            "the advisor call ended without an answer".into(),
+        )),
     }
-    Err(AdvisorFailure::Upstream(last))
 }

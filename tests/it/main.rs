@@ -2,9 +2,11 @@
 
 mod common;
 
+mod attempt_path;
 mod auth;
 mod bedrock;
 mod binary;
+mod client_stall;
 mod endpoints;
 mod errors;
 mod malformed;
@@ -14,6 +16,7 @@ mod openai;
 mod otlp;
 mod passthrough;
 mod reload;
+mod probe_guard;
 mod resilience;
 mod routing;
 mod sdk;
@@ -22,3 +25,4 @@ mod tool_loop;
 mod tools;
 mod upstream_identity;
 mod vertex;
+mod warnings;

@@ -6,7 +6,6 @@
 pub mod auth;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -152,7 +151,6 @@ pub async fn count_tokens(
     client: awc::Client,
     provider: Arc<Provider>,
     call: CountCall,
-    timeout: Duration,
 ) -> Result<Bytes, UpstreamError> {
     let (req, token) = post(
         &client,
@@ -163,7 +161,7 @@ pub async fn count_tokens(
     )
     .await?;
     let body = Bytes::from(vertex_count_body(&call.body).map_err(UpstreamError::transient)?);
-    let mut res = send_checked(req.timeout(timeout), body, &provider, false, true)
+    let mut res = send_checked(req, body, &provider, false, true)
         .await
         .map_err(|e| scrub(&provider, e, &token))?;
     let body = res

@@ -93,6 +93,31 @@ deployments = [{{ provider = "mock", model = "error-500" }}]
     )
 }
 
+/// A one-worker gateway with key `test` ([`KEY`], with `key_options`) and the Anthropic
+/// provider `up` at `upstream`, after the top-level `sections` (`[retry]`, `[timeouts]`...).
+/// Callers append their providers and models.
+pub fn single_key_config(upstream: &str, sections: &str, key_options: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+{sections}
+[[auth.keys]]
+name = "test"
+secret_sha256 = "{hash}"
+{key_options}
+
+[[providers]]
+name = "up"
+kind = "anthropic"
+base_url = "{upstream}"
+api_key_env = "UPSTREAM_KEY"
+"#,
+        hash = key_hash(KEY),
+    )
+}
+
 pub const UPSTREAM_MODELS: [&str; 11] = [
     "loop",
     "loop-datetime",

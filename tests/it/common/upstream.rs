@@ -66,6 +66,9 @@ pub enum Reply {
     Partial(&'static str, Bytes, End),
     /// A body sent in pieces, `delay` apart, then closed.
     Trickle(&'static str, Vec<Bytes>, Duration),
+    /// An SSE response that never ends: `head`, then `chunk` again and again, as fast as the
+    /// reader takes it (counted as dropped when the gateway lets go of it).
+    Endless { head: Vec<Bytes>, chunk: Bytes },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -251,6 +254,22 @@ async fn handle(req: HttpRequest, body: Bytes, state: web::Data<State>) -> HttpR
                 Ok::<_, actix_web::Error>(p)
             });
             HttpResponse::Ok().content_type(ct).streaming(items)
+        }
+        Reply::Endless { head, chunk } => {
+            let guard = DropGuard {
+                done: false,
+                counter: state.dropped_streams.clone(),
+                notify: state.dropped.clone(),
+            };
+            let body = stream::iter(head)
+                .chain(stream::repeat(chunk))
+                .map(move |b| {
+                    let _held = &guard;
+                    Ok::<_, actix_web::Error>(b)
+                });
+            HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .streaming(body)
         }
         Reply::Sse { chunks, delay, end } => {
             let guard = DropGuard {
