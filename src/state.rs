@@ -87,7 +87,6 @@ impl AppState {
     }
 }
 
-
 /// The runtime providers of `config`; a provider whose config, key, timeouts and stream settings
 /// equal those in `prev` (cloud credentials included) is the same `Arc`.
 fn providers(config: &Config, prev: Option<&AppState>) -> Vec<Arc<Provider>> {

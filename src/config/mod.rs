@@ -205,8 +205,7 @@ impl Config {
     fn validate(&mut self, env: Env) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.defaults.validate()?;
-        let provider_names =
-            providers::validate(
+        let provider_names = providers::validate(
             &mut self.providers,
             env,
             &mut self.secrets.provider_keys,

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{
-    accepted, identity, report_sent, send_checked, Call, ClientHeaders, Provider, ProviderEvent, UpstreamError,
-    UpstreamMessage,
+    accepted, identity, report_sent, send_checked, Call, ClientHeaders, Provider, ProviderEvent,
+    UpstreamError, UpstreamMessage,
 };
 use crate::protocol::anthropic::{EventKind, Frame, ResponseSummary, Usage};
 use crate::protocol::sse::{SseEvent, SseParser};

@@ -7,8 +7,8 @@
 //! abandoned attempt) the task is dropped at once, and with it the upstream connection.
 
 pub mod anthropic;
-pub mod identity;
 pub mod bedrock;
+pub mod identity;
 pub mod mock;
 pub mod openai;
 pub mod token_cache;
@@ -292,7 +292,10 @@ pub struct CountCall {
 impl CountCall {
     fn of(call: &Call) -> Self {
         Self {
-            body: call.request.anthropic_body(&call.upstream_model, &[]).into(),
+            body: call
+                .request
+                .anthropic_body(&call.upstream_model, &[])
+                .into(),
             anthropic_beta: call.anthropic_beta.clone(),
         }
     }
