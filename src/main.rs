@@ -38,7 +38,9 @@ fn main() -> ExitCode {
         println!("config {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    aigw::telemetry::init(&config.observability);
+    // Held until the server stopped: dropping it writes the lines still queued (SIGTERM included:
+    // actix turns it into a graceful stop that returns here).
+    let log_guard = aigw::telemetry::init(&config.observability);
     let result = actix_web::rt::System::new().block_on(async move {
         let gateway = aigw::start(config)?;
         for addr in &gateway.addrs {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         }
         gateway.run().await
     });
+    drop(log_guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Rows the request log could not queue.
     pub log_dropped: IntCounter,
+    /// Log lines the writer thread could not queue: the process's count, read at each scrape.
+    log_lines_dropped: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -108,6 +110,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(log_dropped.clone()))
+            .expect("unique metric");
+        let log_lines_dropped = IntCounter::new(
+            "gateway_log_lines_dropped_total",
+            "Log lines dropped because the log writer's queue was full",
+        )
+        .expect("valid metric");
+        r.register(Box::new(log_lines_dropped.clone()))
             .expect("unique metric");
         Self {
             requests: counter(
@@ -203,6 +212,7 @@ impl Metrics {
             active_streams,
             circuit_state,
             log_dropped,
+            log_lines_dropped,
             registry: r,
         }
     }
@@ -295,6 +305,12 @@ impl Metrics {
                     .with_label_values(&[m.id(), &d.name])
                     .set(d.breaker.state(now).gauge());
             }
+        }
+        // The writer is the process's: catch the counter up with it (it only grows).
+        let dropped = crate::telemetry::lines_dropped();
+        let seen = self.log_lines_dropped.get();
+        if dropped > seen {
+            self.log_lines_dropped.inc_by(dropped - seen);
         }
         let mut out = Vec::new();
         TextEncoder::new()
