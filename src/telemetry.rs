@@ -28,7 +28,9 @@ pub fn lines_dropped() -> u64 {
 
 /// Keeps the writer thread; dropping it writes every queued line and flushes stderr.
 #[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+pub struct LogGuard {
+    _writer: WorkerGuard,
+}
 
 /// A bounded, lossy non-blocking writer in front of `out`. The writer thread writes lines as
 /// they come and flushes whenever its queue is empty, so a burst costs one syscall, not one per
@@ -62,7 +64,7 @@ pub fn init(config: &ObservabilityConfig) -> Option<LogGuard> {
     };
     installed.ok()?;
     let _ = DROPPED.set(dropped);
-    Some(LogGuard(guard))
+    Some(LogGuard { _writer: guard })
 }
 
 #[cfg(test)]

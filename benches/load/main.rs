@@ -594,7 +594,10 @@ fn run(plan: &Plan) -> Results {
         let db = procs::request_log_path(&info_dir);
         let since = Baseline::now(&db);
         let (gw, addr) = procs::spawn_gateway(&config, &info_dir.join("gateway.log"));
-        eprintln!("[load] (g) gateway at log_level info on {addr} (pid {})", gw.pid());
+        eprintln!(
+            "[load] (g) gateway at log_level info on {addr} (pid {})",
+            gw.pid()
+        );
         let pids = Pids {
             gateway: gw.pid(),
             mock: mock_proc.pid(),
@@ -625,9 +628,7 @@ fn run(plan: &Plan) -> Results {
         let targets = |kind: Kind| {
             let (d, _) = pair(kind, addr, mock, "fast", false);
             let mut n = d.clone();
-            n.url = n
-                .url
-                .replace(&format!(":{mock}/"), &format!(":{port}/"));
+            n.url = n.url.replace(&format!(":{mock}/"), &format!(":{port}/"));
             (d, n)
         };
         let c1 = loop_pair(

@@ -262,9 +262,7 @@ http {{
         .stderr(Stdio::null());
     die_with_parent(&mut cmd);
     let mut guard = ChildGuard {
-        child: cmd
-            .spawn()
-            .map_err(|e| format!("{}: {e}", bin.display()))?,
+        child: cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?,
         name: "nginx",
     };
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

@@ -368,7 +368,16 @@ fn floor_rows(t: &mut Table, floor: &Result<FloorResults, String>, gw: &KindResu
                 "(0) floor: nginx CPU per request, c=64",
                 "(0) floor: nginx requests/s, c=64",
             ] {
-                t.row(figure, "nginx", "", &format!("n/a ({why})"), "", "", None, "");
+                t.row(
+                    figure,
+                    "nginx",
+                    "",
+                    &format!("n/a ({why})"),
+                    "",
+                    "",
+                    None,
+                    "",
+                );
             }
             return;
         }

@@ -305,7 +305,12 @@ async fn sigterm_flushes_the_request_line_of_the_last_request() {
             .iter()
             .filter(|l| l.contains(" request ") && l.contains(&format!("request_id={id}")))
             .collect();
-        assert_eq!(lines.len(), 1, "one request line for {id} in:\n{}", log.join("\n"));
+        assert_eq!(
+            lines.len(),
+            1,
+            "one request line for {id} in:\n{}",
+            log.join("\n")
+        );
         assert!(lines[0].contains("status=200"), "{}", lines[0]);
     }
     std::fs::remove_dir_all(&gw.dir).unwrap();
