@@ -21,7 +21,8 @@ DIR=$(mktemp -d /tmp/aigw-callgrind.XXXXXX)
 MOCK_PID=
 cleanup() {
   [ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null || true
-  rm -rf "$DIR"
+  # AIGW_CALLGRIND_KEEP=1 keeps the profiles for callgrind_annotate.
+  if [ -n "${AIGW_CALLGRIND_KEEP:-}" ]; then echo "profiles kept in $DIR" >&2; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 
