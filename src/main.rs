@@ -59,10 +59,15 @@ fn main() -> ExitCode {
         println!("config {} is valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = aigw::telemetry::init_with_export(&config) {
-        eprintln!("cannot start logging or trace export: {e}");
-        return ExitCode::FAILURE;
-    }
+    // Held until the server stopped: dropping it writes the lines still queued (SIGTERM included:
+    // actix turns it into a graceful stop that returns here).
+    let log_guard = match aigw::telemetry::init_with_export(&config) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("cannot start logging or trace export: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     for s in &sources {
         tracing::info!("{s}");
     }
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         }
         gateway.run().await
     });
+    drop(log_guard);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

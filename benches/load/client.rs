@@ -215,6 +215,10 @@ pub struct StreamStats {
     pub ttft: Histogram<u64>,
     /// Mock stamp → client receipt, for every text delta.
     pub frame: Histogram<u64>,
+    /// Request sent → terminal event: the whole stream.
+    pub whole: Histogram<u64>,
+    /// Wall time of the rounds merged here (set by the caller; `merge` leaves it).
+    pub elapsed: Duration,
     pub stalls: u64,
     pub max_gap: Duration,
     pub streams: u64,
@@ -228,6 +232,8 @@ impl StreamStats {
         Self {
             ttft: histogram(),
             frame: histogram(),
+            whole: histogram(),
+            elapsed: Duration::ZERO,
             stalls: 0,
             max_gap: Duration::ZERO,
             streams: 0,
@@ -237,9 +243,15 @@ impl StreamStats {
         }
     }
 
+    /// Whole streams per second over [`Self::elapsed`].
+    pub fn streams_per_sec(&self) -> f64 {
+        self.streams as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     pub fn merge(&mut self, o: StreamStats) {
         self.ttft.add(&o.ttft).expect("same bounds");
         self.frame.add(&o.frame).expect("same bounds");
+        self.whole.add(&o.whole).expect("same bounds");
         self.stalls += o.stalls;
         self.max_gap = self.max_gap.max(o.max_gap);
         self.streams += o.streams;
@@ -363,6 +375,7 @@ async fn one_stream(
         ));
     }
     let _ = s.ttft.record(ttft.unwrap_or(0).max(1_000));
+    let _ = s.whole.record(now_ns().saturating_sub(t0).max(1_000));
     for l in latencies {
         let _ = s.frame.record(l.max(1_000));
     }

@@ -40,7 +40,17 @@ pub struct Plan {
 }
 
 /// Phase names for `AIGW_BENCH_ONLY`.
-pub const PHASES: [&str; 6] = ["c1", "conversation", "c64", "stream1", "stream512", "idle"];
+pub const PHASES: [&str; 9] = [
+    "c1",
+    "conversation",
+    "c64",
+    "stream1",
+    "stream512",
+    "fast32",
+    "loglevel",
+    "floor",
+    "idle",
+];
 
 impl Plan {
     fn secs(&self, s: f64) -> Duration {
@@ -149,6 +159,15 @@ pub struct KindResults {
     pub c64: Option<LoopPair>,
     pub c1_stream: Option<StreamPair>,
     pub s512: Option<StreamPair>,
+    /// Whole fast streams (the upstream sends each at once), c=32; passthrough only.
+    pub s32_fast: Option<StreamPair>,
+}
+
+/// The floor of any proxy hop: nginx as a bare reverse proxy in front of the same mock, its
+/// rows measured like the gateway's (direct and nginx rounds alternating).
+pub struct FloorResults {
+    pub c1: LoopPair,
+    pub c64: LoopPair,
 }
 
 pub struct IdleResults {
@@ -257,6 +276,11 @@ fn stop_and_account(
 
 pub struct Results {
     pub passthrough: KindResults,
+    /// c=64 passthrough on a gateway at the shipped `log_level = "info"` (the others run at
+    /// `warn`); `None` when the `loglevel` phase is left out.
+    pub log_info: Option<LoopPair>,
+    /// `Err(why)` when nginx is not installed or would not start.
+    pub floor: Option<Result<FloorResults, String>>,
     /// `Err(why)` when the translated rows cannot run in this build.
     pub translated: Result<KindResults, String>,
     pub idle: Vec<IdleResults>,
@@ -392,14 +416,17 @@ fn stream_pair(
     };
     for r in 0..rounds {
         for gateway_turn in [r % 2 == 1, r % 2 == 0] {
+            let started = Instant::now();
             if gateway_turn {
                 let cpu = cpu_time(pids.gateway);
                 let s = stream_loop(g, conns, threads, round, mock::DELTAS, stagger);
                 out.gateway_cpu += cpu_time(pids.gateway) - cpu;
                 out.gateway.merge(s);
+                out.gateway.elapsed += started.elapsed();
             } else {
                 out.direct
                     .merge(stream_loop(d, conns, threads, round, mock::DELTAS, stagger));
+                out.direct.elapsed += started.elapsed();
             }
         }
     }
@@ -487,12 +514,25 @@ fn measure_kind(kind: Kind, plan: &Plan, pids: Pids, addr: SocketAddr, mock: u16
             pids,
         )
     });
+    let s32_fast = (kind == Kind::Passthrough && plan.runs("fast32")).then(|| {
+        stream_pair(
+            &format!("(f) {name}: 32 concurrent whole fast streams"),
+            plan,
+            &pair(kind, addr, mock, "fast", true),
+            32,
+            plan.secs(1.5),
+            plan.rounds.div_ceil(2),
+            Duration::ZERO,
+            pids,
+        )
+    });
     KindResults {
         c1,
         c1_conversation,
         c64,
         c1_stream,
         s512,
+        s32_fast,
     }
 }
 
@@ -521,7 +561,7 @@ fn run(plan: &Plan) -> Results {
         "[load] mock upstream on 127.0.0.1:{mock} (pid {}), fd limit {fd_limit}",
         mock_proc.pid()
     );
-    let config = procs::gateway_config(&dir.0, mock, plan.gateway_workers);
+    let config = procs::gateway_config(&dir.0, mock, plan.gateway_workers, "warn");
     let log = dir.0.join("gateway.log");
     let db = procs::request_log_path(&dir.0);
     let mut accounting = Vec::new();
@@ -544,7 +584,71 @@ fn run(plan: &Plan) -> Results {
     if let Err(why) = &translated {
         eprintln!("[load] translated rows skipped: {why}");
     }
-    accounting.push(stop_and_account("(a)–(d)", gw, addr, since, &db));
+    accounting.push(stop_and_account("(a)–(d), (f)", gw, addr, since, &db));
+
+    // (g) the same c=64 passthrough load on a gateway at the shipped log level.
+    let log_info = plan.runs("loglevel").then(|| {
+        let info_dir = dir.0.join("info");
+        std::fs::create_dir_all(&info_dir).expect("create info dir");
+        let config = procs::gateway_config(&info_dir, mock, plan.gateway_workers, "info");
+        let db = procs::request_log_path(&info_dir);
+        let since = Baseline::now(&db);
+        let (gw, addr) = procs::spawn_gateway(&config, &info_dir.join("gateway.log"));
+        eprintln!(
+            "[load] (g) gateway at log_level info on {addr} (pid {})",
+            gw.pid()
+        );
+        let pids = Pids {
+            gateway: gw.pid(),
+            mock: mock_proc.pid(),
+        };
+        let p = loop_pair(
+            "(g) passthrough: c=64 non-stream, log_level info",
+            plan,
+            &pair(Kind::Passthrough, addr, mock, "fast", false),
+            64,
+            plan.secs(1.5),
+            pids,
+        );
+        accounting.push(stop_and_account("(g) log_level info", gw, addr, since, &db));
+        p
+    });
+
+    // (0) the floor: nginx in front of the same mock.
+    let floor = plan.runs("floor").then(|| {
+        let (nginx, port) = procs::spawn_nginx(&dir.0, mock)?;
+        eprintln!(
+            "[load] (0) nginx bare proxy on 127.0.0.1:{port} (pid {})",
+            nginx.pid()
+        );
+        let pids = Pids {
+            gateway: nginx.pid(),
+            mock: mock_proc.pid(),
+        };
+        let targets = |kind: Kind| {
+            let (d, _) = pair(kind, addr, mock, "fast", false);
+            let mut n = d.clone();
+            n.url = n.url.replace(&format!(":{mock}/"), &format!(":{port}/"));
+            (d, n)
+        };
+        let c1 = loop_pair(
+            "(0) nginx: c=1 non-stream",
+            plan,
+            &targets(Kind::Passthrough),
+            1,
+            plan.secs(1.0),
+            pids,
+        );
+        let c64 = loop_pair(
+            "(0) nginx: c=64 non-stream",
+            plan,
+            &targets(Kind::Passthrough),
+            64,
+            plan.secs(1.5),
+            pids,
+        );
+        Ok(FloorResults { c1, c64 })
+    });
 
     // (e) on a fresh gateway, so its baseline is not the high-water mark of the load above.
     let idle: Vec<IdleResults> = if plan.runs("idle") {
@@ -580,6 +684,8 @@ fn run(plan: &Plan) -> Results {
     drop(mock_proc);
     Results {
         passthrough,
+        log_info,
+        floor,
         translated,
         idle,
         accounting,

@@ -132,8 +132,8 @@ pub fn free_port() -> u16 {
 }
 
 /// The gateway's config: one provider per mock profile and wire format, a hashed client key,
-/// the request log on, logging at `warn` so it does not dominate.
-pub fn gateway_config(dir: &Path, mock_port: u16, workers: usize) -> PathBuf {
+/// the request log on, logging at `log_level` (`warn` but for the (g) row: no `request` lines).
+pub fn gateway_config(dir: &Path, mock_port: u16, workers: usize, log_level: &str) -> PathBuf {
     let key_hash = hex::encode(Sha256::digest(GATEWAY_KEY.as_bytes()));
     let mut text = format!(
         r#"# Written by benches/load; every key exists in src/config/.
@@ -142,7 +142,7 @@ listen = "127.0.0.1:0"
 workers = {workers}
 
 [observability]
-log_level = "warn"
+log_level = "{log_level}"
 
 [request_log]
 enabled = {log_enabled}
@@ -194,6 +194,90 @@ deployments = [{ provider = "idle-mock", model = "idle" }]
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).expect("write gateway config");
     path
+}
+
+/// The nginx binary: `AIGW_BENCH_NGINX`, else `nginx` on PATH or in /usr/sbin.
+fn nginx_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("AIGW_BENCH_NGINX") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+/// Starts nginx as a bare reverse proxy in front of the mock: one process (`master_process
+/// off`: it is the worker, so /proc gives its CPU), keep-alive upstream connections, no access
+/// log, no buffering either way. `Err` says why there is no floor row (nginx absent, or it
+/// would not start).
+pub fn spawn_nginx(dir: &Path, mock_port: u16) -> Result<(ChildGuard, u16), String> {
+    let bin = nginx_bin().ok_or("nginx not installed: apt-get install nginx-light")?;
+    let port = free_port();
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix).map_err(|e| format!("nginx dir: {e}"))?;
+    let conf = prefix.join("nginx.conf");
+    let text = format!(
+        r#"# Written by benches/load: the floor of a proxy hop.
+daemon off;
+master_process off;
+worker_processes 1;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {p}/body;
+    proxy_temp_path {p}/proxy;
+    upstream mock {{
+        server 127.0.0.1:{mock_port};
+        keepalive 256;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"#,
+        p = prefix.display(),
+    );
+    std::fs::write(&conf, text).map_err(|e| format!("nginx conf: {e}"))?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-p")
+        .arg(&prefix)
+        .arg("-e")
+        .arg(prefix.join("error.log"))
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    let mut guard = ChildGuard {
+        child: cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?,
+        name: "nginx",
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = guard.child.try_wait() {
+            let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+            return Err(format!("nginx exited with {status}: {}", log.trim()));
+        }
+        if Instant::now() > deadline {
+            return Err("nginx did not listen within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((guard, port))
 }
 
 /// Starts `aigw` on a free loopback port and waits until `/healthz` answers.

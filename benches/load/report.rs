@@ -4,7 +4,9 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use crate::{Accounting, IdleResults, KindResults, LoopPair, Plan, Results, StreamPair};
+use crate::{
+    Accounting, FloorResults, IdleResults, KindResults, LoopPair, Plan, Results, StreamPair,
+};
 
 const NA_TRANSLATED: &str = "n/a (openai kind not available in this build)";
 
@@ -284,6 +286,161 @@ fn kind_rows(
     }
 }
 
+/// (f) Whole fast streams: the upstream sends each stream at once.
+fn fast_stream_rows(t: &mut Table, path: &str, p: &StreamPair) {
+    let (d, g) = (p.direct.streams_per_sec(), p.gateway.streams_per_sec());
+    let ratio = g / d.max(1e-9);
+    t.row(
+        "(f) whole fast streams/s, c=32",
+        path,
+        &format!("{} /s", count(d as u64)),
+        &format!("{} /s", count(g as u64)),
+        &format!("gateway = {ratio:.2}× direct"),
+        "≥ 0.9× direct",
+        Some(ratio >= 0.9),
+        &samples_stream(p),
+    );
+    let (d99, g99) = (q(&p.direct.whole, 0.99), q(&p.gateway.whole, 0.99));
+    t.row(
+        "(f) whole-stream time p50 / p99, c=32",
+        path,
+        &pq(&p.direct.whole),
+        &pq(&p.gateway.whole),
+        &format!("p99 = {:.2}× direct's", g99 / d99.max(1.0)),
+        "p99 ≤ 1.5× direct's",
+        Some(g99 <= 1.5 * d99),
+        &samples_stream(p),
+    );
+}
+
+fn cpu_per_request(p: &LoopPair) -> f64 {
+    p.gateway_cpu.as_nanos() as f64 / p.gateway.ok.max(1) as f64
+}
+
+fn mock_cpu_per_request(p: &LoopPair) -> f64 {
+    p.mock_cpu.as_nanos() as f64 / p.direct.ok.max(1) as f64
+}
+
+/// (g) The shipped `log_level = "info"` (one `request` line per request) against `warn`.
+fn log_level_rows(t: &mut Table, warn: Option<&LoopPair>, info: &LoopPair) {
+    let warn_cpu = warn.map(cpu_per_request);
+    let show = |v: Option<f64>| v.map_or("n/a (c64 phase left out)".to_string(), us);
+    t.row(
+        "(g) gateway CPU per request, c=64: log_level warn → info",
+        "passthrough",
+        &format!("mock: {}", us(mock_cpu_per_request(info))),
+        &format!("{} → {}", show(warn_cpu), us(cpu_per_request(info))),
+        &warn_cpu.map_or(String::new(), |w| {
+            format!("the access log: {}", added(cpu_per_request(info) - w))
+        }),
+        "≤ 3 µs per request",
+        warn_cpu.map(|w| cpu_per_request(info) - w <= 3_000.0),
+        &format!("{:.2} s CPU at info", info.gateway_cpu.as_secs_f64()),
+    );
+    let rps = |p: &LoopPair| 100.0 * p.gateway.rps() / p.direct.rps().max(1e-9);
+    t.row(
+        "(g) requests/s, c=64: log_level warn → info",
+        "passthrough",
+        &format!("{} /s", count(info.direct.rps() as u64)),
+        &format!(
+            "{} → {} /s",
+            warn.map_or("n/a".to_string(), |w| count(w.gateway.rps() as u64)),
+            count(info.gateway.rps() as u64)
+        ),
+        &format!(
+            "{} → {:.0}% of direct",
+            warn.map_or("n/a".to_string(), |w| format!("{:.0}%", rps(w))),
+            rps(info)
+        ),
+        "",
+        None,
+        &samples_loop(info),
+    );
+}
+
+/// (0) nginx as a bare proxy, and the gateway against it.
+fn floor_rows(t: &mut Table, floor: &Result<FloorResults, String>, gw: &KindResults) {
+    let f = match floor {
+        Ok(f) => f,
+        Err(why) => {
+            for figure in [
+                "(0) floor: nginx latency p50 / p99, c=1",
+                "(0) floor: nginx CPU per request, c=64",
+                "(0) floor: nginx requests/s, c=64",
+            ] {
+                t.row(
+                    figure,
+                    "nginx",
+                    "",
+                    &format!("n/a ({why})"),
+                    "",
+                    "",
+                    None,
+                    "",
+                );
+            }
+            return;
+        }
+    };
+    let (d, n) = (&f.c1.direct.latency, &f.c1.gateway.latency);
+    t.row(
+        "(0) floor: nginx latency p50 / p99, c=1",
+        "nginx",
+        &pq(d),
+        &pq(n),
+        &pq_added(d, n),
+        "",
+        None,
+        &samples_loop(&f.c1),
+    );
+    if let Some(c1) = &gw.c1 {
+        let over = |quant: f64| {
+            let ours = q(&c1.gateway.latency, quant) - q(&c1.direct.latency, quant);
+            ours - (q(n, quant) - q(d, quant))
+        };
+        let (o50, o99) = (over(0.5), over(0.99));
+        t.row(
+            "(0) gateway's added latency above nginx's, c=1, p50 / p99",
+            "passthrough",
+            "",
+            "",
+            &format!("{} / {}", added(o50), added(o99)),
+            "≤ 50 / 100 µs above the floor",
+            Some(o50 <= 50_000.0 && o99 <= 100_000.0),
+            "",
+        );
+    }
+    let per = cpu_per_request(&f.c64);
+    t.row(
+        "(0) floor: nginx CPU per request (user+sys), c=64",
+        "nginx",
+        &format!("mock: {}", us(mock_cpu_per_request(&f.c64))),
+        &us(per),
+        &format!(
+            "{:.1}× the mock's{}",
+            per / mock_cpu_per_request(&f.c64).max(1.0),
+            gw.c64.as_ref().map_or(String::new(), |g| format!(
+                "; the gateway's is {:.1}× nginx's",
+                cpu_per_request(g) / per.max(1.0)
+            ))
+        ),
+        "",
+        None,
+        &format!("{:.2} s CPU", f.c64.gateway_cpu.as_secs_f64()),
+    );
+    let (dr, nr) = (f.c64.direct.rps(), f.c64.gateway.rps());
+    t.row(
+        "(0) floor: nginx requests/s, c=64",
+        "nginx",
+        &format!("{} /s", count(dr as u64)),
+        &format!("{} /s", count(nr as u64)),
+        &format!("nginx = {:.0}% of direct", 100.0 * nr / dr.max(1e-9)),
+        "",
+        None,
+        &samples_loop(&f.c64),
+    );
+}
+
 fn na_rows(t: &mut Table, why: &str) {
     let na = if why.contains("not available") {
         NA_TRANSLATED.to_string()
@@ -482,6 +639,15 @@ pub fn print(plan: &Plan, r: &Results) {
     );
     t.out.push_str("|---|---|---|---|---|---|---|---|\n");
     kind_rows(&mut t, "passthrough", &r.passthrough, 30.0, r.body_sizes);
+    if let Some(p) = &r.passthrough.s32_fast {
+        fast_stream_rows(&mut t, "passthrough", p);
+    }
+    if let Some(info) = &r.log_info {
+        log_level_rows(&mut t, r.passthrough.c64.as_ref(), info);
+    }
+    if let Some(floor) = &r.floor {
+        floor_rows(&mut t, floor, &r.passthrough);
+    }
     match &r.translated {
         Ok(k) => kind_rows(&mut t, "translated", k, 60.0, r.body_sizes),
         Err(why) => na_rows(&mut t, why),

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// The applied config's generation: 1 at start, one more per applied reload.
     pub config_generation: IntGauge,
+    /// Log lines the writer thread could not queue: the process's count, read at each scrape.
+    log_lines_dropped: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -129,6 +131,13 @@ impl Metrics {
         for result in ["ok", "error", "restart_required"] {
             config_reloads.with_label_values(&[result]);
         }
+        let log_lines_dropped = IntCounter::new(
+            "gateway_log_lines_dropped_total",
+            "Log lines dropped because the log writer's queue was full",
+        )
+        .expect("valid metric");
+        r.register(Box::new(log_lines_dropped.clone()))
+            .expect("unique metric");
         Self {
             requests: counter(
                 &r,
@@ -225,6 +234,7 @@ impl Metrics {
             log_dropped,
             config_reloads,
             config_generation,
+            log_lines_dropped,
             registry: r,
         }
     }
@@ -317,6 +327,12 @@ impl Metrics {
                     .with_label_values(&[m.id(), &d.name])
                     .set(d.breaker.state(now).gauge());
             }
+        }
+        // The writer is the process's: catch the counter up with it (it only grows).
+        let dropped = crate::telemetry::lines_dropped();
+        let seen = self.log_lines_dropped.get();
+        if dropped > seen {
+            self.log_lines_dropped.inc_by(dropped - seen);
         }
         let mut out = Vec::new();
         TextEncoder::new()

@@ -62,7 +62,8 @@ async fn serves_the_shipped_config() {
     // The shipped config logs requests to ./gateway.sqlite: run where that is harmless.
     let dir = temp_path("shipped");
     std::fs::create_dir_all(&dir).unwrap();
-    let (child, url) = spawn_binary(&["--config", SHIPPED, "--listen", "127.0.0.1:0"], &dir).await;
+    let (child, url, _) =
+        spawn_binary(&["--config", SHIPPED, "--listen", "127.0.0.1:0"], &dir).await;
     struct Kill(Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -81,7 +82,6 @@ async fn serves_the_shipped_config() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Starts the binary with `args` in `dir` and returns it with the address it logged.
 /// The cloud kinds' credentials: a missing one is named at start, by the variable, never by a
 /// value; present ones are described by their source.
 #[test]
@@ -157,7 +157,12 @@ deployments = [{ provider = "bedrock-us", model = "m" }, { provider = "vertex", 
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-async fn spawn_binary(args: &[&str], dir: &Path) -> (Child, String) {
+/// Starts the binary with `args` in `dir` and returns it with the address it logged and its
+/// whole log (stderr), which the thread returns once the process closed it.
+async fn spawn_binary(
+    args: &[&str],
+    dir: &Path,
+) -> (Child, String, std::thread::JoinHandle<Vec<String>>) {
     let mut child = Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -169,18 +174,21 @@ async fn spawn_binary(args: &[&str], dir: &Path) -> (Child, String) {
     let stderr = child.stderr.take().unwrap();
     // The binary logs its bound address; read it, then keep draining its log.
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
+    let log = std::thread::spawn(move || {
         let mut tx = Some(tx);
+        let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("listening on http://") {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
                 }
             }
+            lines.push(line);
         }
+        lines
     });
     match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
-        Ok(Ok(url)) => (child, url),
+        Ok(Ok(url)) => (child, url, log),
         _ => {
             let _ = child.kill();
             panic!("the binary says where it listens");
@@ -204,6 +212,8 @@ struct SlowGateway {
     db: PathBuf,
     child: Child,
     url: String,
+    /// The binary's log, complete once it exited.
+    log: std::thread::JoinHandle<Vec<String>>,
 }
 
 /// Starts the binary in a fresh temporary dir on a config with one key (`KEY`), a slow streaming
@@ -249,12 +259,13 @@ path = "{db}"
         ),
     )
     .unwrap();
-    let (child, url) = spawn_binary(&["--config", config.to_str().unwrap()], &dir).await;
+    let (child, url, log) = spawn_binary(&["--config", config.to_str().unwrap()], &dir).await;
     SlowGateway {
         dir,
         db,
         child,
         url,
+        log,
     }
 }
 
@@ -335,6 +346,48 @@ async fn sigterm_finishes_streams_and_loses_no_rows() {
         .unwrap();
     assert_eq!((rows, ok), (done, done));
     drop(conn);
+    std::fs::remove_dir_all(&gw.dir).unwrap();
+}
+
+/// The log writer is a thread with a queue: SIGTERM right after the last response still leaves
+/// every request's `request` line in the log, the last one included.
+#[actix_web::test]
+async fn sigterm_flushes_the_request_line_of_the_last_request() {
+    let gw = start_slow_gateway(
+        "sigterm-log",
+        SlowConfig {
+            workers: 1,
+            shutdown_grace_secs: 5,
+            chunk_chars: 64,
+            chunk_delay_ms: 0,
+            request_log: "",
+        },
+    )
+    .await;
+    let body = serde_json::json!({"model": "slow", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let res = post_as(&gw.url, KEY, &body).await;
+        assert_eq!(res.status, 200);
+        ids.push(res.header("request-id").expect("request-id").to_string());
+    }
+    sigterm(&gw.child);
+    assert_exits_cleanly(gw.child).await;
+    let log = gw.log.join().unwrap();
+    for id in &ids {
+        let lines: Vec<&String> = log
+            .iter()
+            .filter(|l| l.contains(" request ") && l.contains(&format!("request_id={id}")))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "one request line for {id} in:\n{}",
+            log.join("\n")
+        );
+        assert!(lines[0].contains("status=200"), "{}", lines[0]);
+    }
     std::fs::remove_dir_all(&gw.dir).unwrap();
 }
 

@@ -278,6 +278,7 @@ async fn metrics_match_scripted_traffic() {
     );
     assert_eq!(metric(&m, "gateway_circuit_state", &[]), 0.0);
     assert_eq!(metric(&m, "gateway_request_log_dropped_total", &[]), 0.0);
+    assert_eq!(metric(&m, "gateway_log_lines_dropped_total", &[]), 0.0);
     assert!(m.iter().any(|s| s.name == "gateway_active_streams"));
 
     // The same requests, one row each.

@@ -172,7 +172,9 @@ sample_ratio = 1.0
         _ => None,
     })
     .unwrap();
-    aigw::telemetry::init_with_export(&config).unwrap();
+    let guard = aigw::telemetry::init_with_export(&config).unwrap();
+    // The process keeps logging for the rest of the test run.
+    std::mem::forget(guard);
     let gw = TestGateway::start_config(config);
 
     let ask = |model: &str, stream: bool| {
