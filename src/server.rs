@@ -58,8 +58,12 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
     let metrics_listen = config.observability.metrics_listen.clone();
     let mut state = AppState::new(config);
     if state.config.request_log.enabled {
-        let log = RequestLog::start(&state.config.request_log, state.metrics.log_dropped.clone())
-            .map_err(std::io::Error::other)?;
+        let log = RequestLog::start(
+            &state.config.request_log,
+            state.config.secrets.postgres_url.as_ref(),
+            state.metrics.log_dropped.clone(),
+        )
+        .map_err(std::io::Error::other)?;
         state.request_log = Some(log);
     }
     let state = Arc::new(state);

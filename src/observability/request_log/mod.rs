@@ -1,12 +1,17 @@
-//! The request log (gateway.md §11): one SQLite row per API request, written by a
-//! [`RequestLogActor`] on its own thread (a `SyncArbiter`: SQLite calls block) in batched
-//! transactions, off the hot path.
+//! The request log (gateway.md §11): one row per API request, written by a [`RequestLogActor`]
+//! on its own thread (a `SyncArbiter`: database calls block) in batches, off the hot path. The
+//! rows go to SQLite ([`sqlite`], the default) or PostgreSQL ([`postgres`], several replicas
+//! sharing one table); both are a [`Backend`] behind the same queue and writer.
 //!
 //! A request never waits for the log. [`RequestLog::push`] is a counter check and a mailbox send:
 //! when `queue_capacity` rows are already waiting to be written, the row is dropped and
 //! `gateway_request_log_dropped_total` rises. The actor writes when `batch_size` rows are
 //! buffered, on a timer every `flush_interval_ms`, and on shutdown; rows older than
-//! `retention_days` are purged at start and then daily.
+//! `retention_days` are purged at start and then daily. A failed write keeps its rows queued and
+//! is retried with a growing delay, so a database outage loses only what overflows the queue.
+
+pub mod postgres;
+pub mod sqlite;
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,141 +19,125 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use prometheus::IntCounter;
-use rusqlite::{params, Connection};
 
 use super::record::RequestRecord;
-use crate::config::RequestLogConfig;
+use crate::config::{RequestLogBackend, RequestLogConfig, Secret};
 
-/// The table, its indexes, and nothing else: the schema is the documented interface.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    key_name TEXT,
-    session_id TEXT,
-    user_id TEXT,
-    model TEXT,
-    deployment TEXT,
-    provider TEXT,
-    upstream_model TEXT,
-    stream INTEGER NOT NULL,
-    status INTEGER NOT NULL,
-    error_type TEXT,
-    stop_reason TEXT,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cache_creation_input_tokens INTEGER NOT NULL,
-    cache_read_input_tokens INTEGER NOT NULL,
-    web_search_requests INTEGER NOT NULL,
-    web_fetch_requests INTEGER NOT NULL,
-    datetime_requests INTEGER NOT NULL,
-    advisor_requests INTEGER NOT NULL,
-    image_generation_requests INTEGER NOT NULL,
-    rounds INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    total_ms INTEGER NOT NULL,
-    ttft_ms INTEGER,
-    upstream_ms INTEGER NOT NULL,
-    overhead_ms INTEGER NOT NULL,
-    cost_usd REAL,
-    request_body TEXT,
-    response_body TEXT
-);
-CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
-CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key_name, ts);
-";
-
-const INSERT: &str = "INSERT INTO requests (
-    ts, request_id, endpoint, key_name, session_id, user_id, model, deployment, provider,
-    upstream_model, stream, status, error_type, stop_reason, input_tokens, output_tokens,
-    cache_creation_input_tokens, cache_read_input_tokens, web_search_requests,
-    web_fetch_requests, datetime_requests, advisor_requests, image_generation_requests, rounds,
-    attempts, total_ms, ttft_ms, upstream_ms, overhead_ms, cost_usd, request_body, response_body
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)";
+pub use sqlite::{insert, open, purge, timestamp, SCHEMA};
 
 const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// The retry delays after a failed write: doubled from the first up to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// `ts`: RFC 3339 UTC with milliseconds, so text order is time order and SQLite's date
-/// functions read it.
-pub fn timestamp(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// Where rows are written. Calls block; they run on the writer thread only.
+pub trait Backend: Send + 'static {
+    /// Writes rows in one transaction: all or none.
+    fn insert(&mut self, rows: &[RequestRecord]) -> Result<(), String>;
+    /// Deletes rows older than `cutoff`; returns how many.
+    fn purge(&mut self, cutoff: SystemTime) -> Result<u64, String>;
+}
+
+/// The columns after `id`, in order, as both backends name them.
+pub const COLUMNS: [&str; 32] = [
+    "ts",
+    "request_id",
+    "endpoint",
+    "key_name",
+    "session_id",
+    "user_id",
+    "model",
+    "deployment",
+    "provider",
+    "upstream_model",
+    "stream",
+    "status",
+    "error_type",
+    "stop_reason",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "web_search_requests",
+    "web_fetch_requests",
+    "datetime_requests",
+    "advisor_requests",
+    "image_generation_requests",
+    "rounds",
+    "attempts",
+    "total_ms",
+    "ttft_ms",
+    "upstream_ms",
+    "overhead_ms",
+    "cost_usd",
+    "request_body",
+    "response_body",
+];
+
+/// One column's value, typed once here; each backend maps it to its own SQL type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column<'a> {
+    Time(SystemTime),
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Bool(bool),
+    /// A JSON document (the redacted bodies), kept as text by SQLite.
+    Json(Option<&'a str>),
 }
 
 fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
 }
 
-/// Opens (creating if needed) the database in WAL mode with the schema in place.
-pub fn open(path: &str) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // WAL + NORMAL: a crash may lose the last commits, never corrupt the file.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
-}
-
-/// Writes rows in one transaction.
-pub fn insert(conn: &mut Connection, rows: &[RequestRecord]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(INSERT)?;
-        for r in rows {
-            let total = ms(r.total);
-            let upstream = ms(r.upstream);
-            let tools = &r.server_tool_use;
-            let u = &r.usage;
-            stmt.execute(params![
-                timestamp(r.ts),
-                r.request_id,
-                r.endpoint.as_str(),
-                r.key_name,
-                r.session_id,
-                r.user_id,
-                r.model.as_ref().or(r.requested_model.as_ref()),
-                r.deployment,
-                r.provider,
-                r.upstream_model,
-                r.stream,
-                r.status,
-                r.error_type,
-                r.stop_reason,
-                u.input_tokens as i64,
-                u.output_tokens as i64,
-                u.cache_creation_input_tokens as i64,
-                u.cache_read_input_tokens as i64,
-                tools.web_search_requests as i64,
-                tools.web_fetch_requests as i64,
-                tools.datetime_requests as i64,
-                tools.advisor_requests as i64,
-                tools.image_generation_requests as i64,
-                r.rounds,
-                r.attempts.len() as i64,
-                total,
-                r.ttft.map(ms),
-                upstream,
-                // From the rounded figures, so the three columns always add up.
-                (total - upstream).max(0),
-                r.cost_usd(),
-                r.request_body,
-                r.response_body,
-            ])?;
-        }
-    }
-    tx.commit()
-}
-
-/// Deletes rows older than `days` days; returns how many.
-pub fn purge(conn: &Connection, days: u32, now: SystemTime) -> rusqlite::Result<usize> {
-    let cutoff = now - Duration::from_secs(u64::from(days) * 86_400);
-    conn.execute(
-        "DELETE FROM requests WHERE ts < ?1",
-        params![timestamp(cutoff)],
-    )
+/// A record as the row's values, in [`COLUMNS`] order.
+pub fn columns(r: &RequestRecord) -> [Column<'_>; 32] {
+    use Column::*;
+    let total = ms(r.total);
+    let upstream = ms(r.upstream);
+    let tools = &r.server_tool_use;
+    let u = &r.usage;
+    let n = |v: u64| Int(Some(v as i64));
+    [
+        Time(r.ts),
+        Text(Some(&r.request_id)),
+        Text(Some(r.endpoint.as_str())),
+        Text(r.key_name.as_deref()),
+        Text(r.session_id.as_deref()),
+        Text(r.user_id.as_deref()),
+        Text(
+            r.model
+                .as_ref()
+                .or(r.requested_model.as_ref())
+                .map(|s| s.as_str()),
+        ),
+        Text(r.deployment.as_deref()),
+        Text(r.provider.as_deref()),
+        Text(r.upstream_model.as_deref()),
+        Bool(r.stream),
+        n(u64::from(r.status)),
+        Text(r.error_type.as_deref()),
+        Text(r.stop_reason.as_deref()),
+        n(u.input_tokens),
+        n(u.output_tokens),
+        n(u.cache_creation_input_tokens),
+        n(u.cache_read_input_tokens),
+        n(tools.web_search_requests),
+        n(tools.web_fetch_requests),
+        n(tools.datetime_requests),
+        n(tools.advisor_requests),
+        n(tools.image_generation_requests),
+        n(u64::from(r.rounds)),
+        n(r.attempts.len() as u64),
+        Int(Some(total)),
+        Int(r.ttft.map(ms)),
+        Int(Some(upstream)),
+        // From the rounded figures, so the three columns always add up.
+        Int(Some((total - upstream).max(0))),
+        Real(r.cost_usd()),
+        Json(r.request_body.as_deref()),
+        Json(r.response_body.as_deref()),
+    ]
 }
 
 /// Writer health, for `/readyz`.
@@ -174,29 +163,53 @@ pub struct RequestLog {
 
 /// Why the request log could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("request_log.path {path}: {source}")]
-pub struct OpenError {
-    path: String,
-    source: rusqlite::Error,
+pub enum OpenError {
+    #[error("request_log.path {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    /// Never carries the URL (it may hold a password).
+    #[error("request_log.postgres_url: {0}")]
+    Postgres(&'static str),
 }
 
 impl RequestLog {
-    /// Opens the database (so a bad path fails at start), then starts the writer thread and
-    /// its flush timer. Must run inside an actix system.
-    pub fn start(config: &RequestLogConfig, dropped: IntCounter) -> Result<Self, OpenError> {
-        let err = |source| OpenError {
-            path: config.path.clone(),
-            source,
+    /// Opens the backend and starts the writer thread and its flush timer. Must run inside an
+    /// actix system. A bad SQLite path fails here; PostgreSQL is connected (and its table
+    /// created) by the writer, which retries until the server answers.
+    pub fn start(
+        config: &RequestLogConfig,
+        postgres_url: Option<&Secret>,
+        dropped: IntCounter,
+    ) -> Result<Self, OpenError> {
+        let backend: Box<dyn Backend> = match (config.backend, postgres_url) {
+            (RequestLogBackend::Postgres, Some(url)) => Box::new(
+                self::postgres::Postgres::new(url, &config.postgres_table)
+                    .map_err(OpenError::Postgres)?,
+            ),
+            _ => {
+                let err = |source| OpenError::Sqlite {
+                    path: config.path.clone(),
+                    source,
+                };
+                Box::new(sqlite::Sqlite(open(&config.path).map_err(err)?))
+            }
         };
-        let conn = open(&config.path).map_err(err)?;
-        if config.retention_days > 0 {
-            purge(&conn, config.retention_days, SystemTime::now()).map_err(err)?;
-        }
+        Self::start_with(config, backend, dropped)
+    }
+
+    /// Starts the writer on `backend`; purges old rows first (on the writer thread).
+    pub fn start_with(
+        config: &RequestLogConfig,
+        backend: Box<dyn Backend>,
+        dropped: IntCounter,
+    ) -> Result<Self, OpenError> {
         let pending = Arc::new(AtomicUsize::new(0));
         let health = Arc::new(AtomicU8::new(RUNNING));
         let staged = Arc::new(Mutex::new(Vec::with_capacity(config.batch_size)));
-        // The factory runs once, on the writer thread; the connection moves there.
-        let conn = Mutex::new(Some(conn));
+        // The factory runs once, on the writer thread; the backend moves there.
+        let backend = Mutex::new(Some(backend));
         let actor_config = config.clone();
         let (p, h, d, st) = (
             pending.clone(),
@@ -204,15 +217,20 @@ impl RequestLog {
             dropped.clone(),
             staged.clone(),
         );
-        let addr = SyncArbiter::start(1, move || RequestLogActor {
-            conn: conn.lock().unwrap_or_else(|e| e.into_inner()).take(),
-            staged: st.clone(),
-            config: actor_config.clone(),
-            buffer: Vec::with_capacity(actor_config.batch_size),
-            pending: p.clone(),
-            health: h.clone(),
-            dropped: d.clone(),
-            last_purge: Instant::now(),
+        let addr = SyncArbiter::start(1, move || {
+            let mut actor = RequestLogActor {
+                backend: backend.lock().unwrap_or_else(|e| e.into_inner()).take(),
+                staged: st.clone(),
+                config: actor_config.clone(),
+                buffer: Vec::with_capacity(actor_config.batch_size),
+                pending: p.clone(),
+                health: h.clone(),
+                dropped: d.clone(),
+                last_purge: None,
+                retry: None,
+            };
+            actor.purge_if_due();
+            actor
         });
         let tick = addr.clone();
         let interval = Duration::from_millis(config.flush_interval_ms);
@@ -276,8 +294,8 @@ impl RequestLog {
 }
 
 pub struct RequestLogActor {
-    /// `None` when the connection could not move to this thread (a restarted actor).
-    conn: Option<Connection>,
+    /// `None` when the backend could not move to this thread (a restarted actor).
+    backend: Option<Box<dyn Backend>>,
     /// Rows pushed but not yet sent over (taken on every flush).
     staged: Arc<Mutex<Vec<RequestRecord>>>,
     config: RequestLogConfig,
@@ -285,28 +303,48 @@ pub struct RequestLogActor {
     pending: Arc<AtomicUsize>,
     health: Arc<AtomicU8>,
     dropped: IntCounter,
-    last_purge: Instant,
+    /// The last successful purge.
+    last_purge: Option<Instant>,
+    /// After a failed write: when to try again, and the delay after that.
+    retry: Option<(Instant, Duration)>,
 }
 
 impl RequestLogActor {
-    /// Writes the buffer. On failure the rows stay buffered for the next flush (the queue bound
-    /// still holds: they count as pending) unless this is the last flush.
+    /// Writes the buffer. On failure the rows stay buffered (the queue bound still holds: they
+    /// count as pending) and the next try waits a doubling delay, unless this is the last flush.
     fn flush(&mut self, last: bool) {
         if self.buffer.is_empty() {
             return;
         }
+        if let Some((at, _)) = self.retry {
+            if !last && Instant::now() < at {
+                return;
+            }
+        }
         let n = self.buffer.len();
-        let result = match &mut self.conn {
-            Some(conn) => insert(conn, &self.buffer).map_err(|e| e.to_string()),
+        let result = match &mut self.backend {
+            Some(backend) => backend.insert(&self.buffer),
             None => Err("no database connection".into()),
         };
         match result {
             Ok(()) => {
+                if self.retry.take().is_some() {
+                    tracing::info!(rows = n, "request log writes succeed again");
+                }
                 self.health.store(RUNNING, Ordering::Release);
             }
             Err(e) => {
                 self.health.store(FAILING, Ordering::Release);
-                tracing::error!(rows = n, error = %e, "request log write failed");
+                let delay = self
+                    .retry
+                    .map_or(RETRY_FIRST, |(_, d)| (d * 2).min(RETRY_MAX));
+                // Once per outage at error level; the retries after it at debug.
+                if self.retry.is_none() || last {
+                    tracing::error!(rows = n, error = %e, "request log write failed");
+                } else {
+                    tracing::debug!(rows = n, error = %e, "request log write failed again");
+                }
+                self.retry = Some((Instant::now() + delay, delay));
                 if !last {
                     return;
                 }
@@ -317,17 +355,28 @@ impl RequestLogActor {
         self.pending.fetch_sub(n, Ordering::AcqRel);
     }
 
+    /// Purges rows past `retention_days`: at start, then daily (retried on the next flush when
+    /// the database was unreachable).
     fn purge_if_due(&mut self) {
         let days = self.config.retention_days;
-        if days == 0 || self.last_purge.elapsed() < PURGE_EVERY {
+        if days == 0 || self.last_purge.is_some_and(|t| t.elapsed() < PURGE_EVERY) {
             return;
         }
-        self.last_purge = Instant::now();
-        if let Some(conn) = &self.conn {
-            match purge(conn, days, SystemTime::now()) {
-                Ok(n) => tracing::info!(rows = n, days, "request log: purged old rows"),
-                Err(e) => tracing::error!(error = %e, "request log purge failed"),
+        if self.retry.is_some_and(|(at, _)| Instant::now() < at) {
+            return;
+        }
+        let Some(backend) = &mut self.backend else {
+            return;
+        };
+        let cutoff = SystemTime::now() - Duration::from_secs(u64::from(days) * 86_400);
+        match backend.purge(cutoff) {
+            Ok(n) => {
+                self.last_purge = Some(Instant::now());
+                if n > 0 {
+                    tracing::info!(rows = n, days, "request log: purged old rows");
+                }
             }
+            Err(e) => tracing::debug!(error = %e, "request log purge failed"),
         }
     }
 }
@@ -410,7 +459,7 @@ mod tests {
     /// The README's example query, verbatim, on the real schema.
     #[test]
     fn readme_spend_per_key_per_day() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let start = readme
             .find("-- spend per key per day")
             .expect("the README has the example");
