@@ -7,6 +7,8 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::api;
+use crate::cluster::limits::SharedLimits;
+use crate::cluster::Redis;
 use crate::config::Config;
 use crate::observability::RequestLog;
 use crate::state::{AppState, WorkerActors};
@@ -65,6 +67,12 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
         )
         .map_err(std::io::Error::other)?;
         state.request_log = Some(log);
+    }
+    if let (Some(cluster), Some(url)) = (&state.config.cluster, &state.config.secrets.redis_url) {
+        let redis = Redis::start(cluster, url, state.metrics.shared_state_errors.clone())
+            .map_err(|e| std::io::Error::other(format!("cluster.redis_url: {e}")))?;
+        state.limits.set_shared(SharedLimits::start(redis.clone()));
+        state.redis = Some(redis);
     }
     let state = Arc::new(state);
     let data = web::Data::from(state.clone());

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::api::auth::KeyIndex;
+use crate::cluster::Redis;
 use crate::config::Config;
 use crate::observability::{Metrics, RequestLog};
 use crate::providers::{Provider, ProviderActor};
@@ -22,6 +23,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `None` when `request_log.enabled = false` (or before [`crate::start`] opens it).
     pub request_log: Option<RequestLog>,
+    /// Cluster mode: the Redis holding the replicas' shared state (set by [`crate::start`]).
+    pub redis: Option<Arc<Redis>>,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
             limits,
             metrics: Metrics::new(),
             request_log: None,
+            redis: None,
         }
     }
 }

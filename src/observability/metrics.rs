@@ -47,6 +47,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Rows the request log could not queue.
     pub log_dropped: IntCounter,
+    /// Failed or timed-out Redis calls (cluster mode).
+    pub shared_state_errors: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -108,6 +110,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(log_dropped.clone()))
+            .expect("unique metric");
+        let shared_state_errors = IntCounter::new(
+            "gateway_shared_state_errors_total",
+            "Redis calls of the cluster's shared state that failed or timed out",
+        )
+        .expect("valid metric");
+        r.register(Box::new(shared_state_errors.clone()))
             .expect("unique metric");
         Self {
             requests: counter(
@@ -203,6 +212,7 @@ impl Metrics {
             active_streams,
             circuit_state,
             log_dropped,
+            shared_state_errors,
             registry: r,
         }
     }

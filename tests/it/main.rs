@@ -4,6 +4,7 @@ mod common;
 
 mod auth;
 mod binary;
+mod cluster;
 mod endpoints;
 mod errors;
 mod malformed;

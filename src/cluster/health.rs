@@ -1,0 +1,1 @@
+//! Deployment health shared by every replica.

@@ -1,0 +1,368 @@
+//! Cluster mode: three real gateway binaries sharing one Redis (a fresh `key_prefix` per test)
+//! and one PostgreSQL database (a fresh table per test). Redis and PostgreSQL come from
+//! `AIGW_TEST_REDIS_URL` / `AIGW_TEST_POSTGRES_URL` (defaults: the machine's local servers);
+//! a test fails, saying so, when one is unreachable. Outages use a private `redis-server` and a
+//! loopback TCP proxy in front of PostgreSQL.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aigw");
+
+fn redis_url() -> String {
+    std::env::var("AIGW_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn postgres_url() -> String {
+    std::env::var("AIGW_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A name no other test (or earlier run) uses: for key prefixes and tables.
+fn fresh(what: &str) -> String {
+    let dir = temp_path(what);
+    let n = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!("{n}_{t}").to_lowercase()
+}
+
+/// Fails loudly when Redis at `url` does not answer.
+async fn require_redis(url: &str) -> redis::aio::MultiplexedConnection {
+    let fail =
+        |e: String| -> ! { panic!("Redis is unreachable at {url} (set AIGW_TEST_REDIS_URL): {e}") };
+    let client = redis::Client::open(url).unwrap_or_else(|e| fail(e.to_string()));
+    let conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .unwrap_or_else(|_| fail("no answer".into()))
+    .unwrap_or_else(|e| fail(e.to_string()));
+    conn
+}
+
+/// Runs `sql` on PostgreSQL (on a plain thread: the client blocks) and returns the first row's
+/// first column as i64s; fails loudly when PostgreSQL is unreachable.
+fn pg_query(sql: &str) -> Vec<i64> {
+    let (url, sql) = (postgres_url(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+            panic!("PostgreSQL is unreachable at {url} (set AIGW_TEST_POSTGRES_URL): {e}")
+        });
+        let row = client
+            .query_one(&sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        (0..row.len()).map(|i| row.get::<_, i64>(i)).collect()
+    })
+    .join()
+    .unwrap()
+}
+
+fn pg_exec(sql: &str) {
+    let (url, sql) = (postgres_url(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+            panic!("PostgreSQL is unreachable at {url} (set AIGW_TEST_POSTGRES_URL): {e}")
+        });
+        client.batch_execute(&sql).unwrap();
+    })
+    .join()
+    .unwrap()
+}
+
+/// A free loopback port (bound, then released for a server to take).
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One gateway replica: the real binary, with its log lines kept.
+struct Replica {
+    child: Child,
+    url: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Replica {
+    async fn start(config: &str, dir: &std::path::Path, n: usize) -> Self {
+        let path = dir.join(format!("replica{n}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--config", path.to_str().unwrap()])
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                    }
+                }
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let url = match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(url)) => url,
+            _ => {
+                let _ = child.kill();
+                panic!(
+                    "replica {n} says where it listens: {:?}",
+                    logs.lock().unwrap()
+                );
+            }
+        };
+        Self { child, url, logs }
+    }
+
+    fn log_count(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    async fn readyz(&self) -> (u16, Value) {
+        let res = get(&self.url, "/readyz").await;
+        (res.status, res.json())
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let res = get(&self.url, "/metrics").await;
+        String::from_utf8_lossy(&res.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    fn signal(&self, sig: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// SIGTERM, then waits for a clean exit (the request log is flushed by then).
+    async fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "exit status {status:?}");
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `within`.
+async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// What a test's replicas are configured with.
+struct Cluster {
+    redis_url: String,
+    prefix: String,
+    on_redis_error: &'static str,
+    lease_secs: u64,
+    /// `[[auth.keys]]` entries after the limited key's name/secret: its limits.
+    limits: &'static str,
+    /// `Some(table)`: the request log goes to PostgreSQL (through `postgres_url`).
+    postgres: Option<(String, String)>,
+    chunk_delay_ms: u64,
+    breaker: &'static str,
+}
+
+/// The second key: no limits, so it never touches Redis.
+const FREE_KEY: &str = "sk-free-key";
+
+impl Cluster {
+    fn new(limits: &'static str) -> Self {
+        Self {
+            redis_url: redis_url(),
+            prefix: fresh("prefix"),
+            on_redis_error: "local",
+            lease_secs: 30,
+            limits,
+            postgres: None,
+            chunk_delay_ms: 0,
+            breaker: "",
+        }
+    }
+
+    fn config(&self, dir: &std::path::Path, n: usize, upstream: Option<&str>) -> String {
+        let request_log = match &self.postgres {
+            Some((url, table)) => format!(
+                "backend = \"postgres\"\npostgres_url = \"{url}\"\npostgres_table = \"{table}\"\nflush_interval_ms = 50\n"
+            ),
+            None => format!("path = \"{}\"\n", dir.join(format!("log{n}.sqlite")).display()),
+        };
+        let upstream = upstream.map_or(String::new(), |u| {
+            format!(
+                "[[providers]]\nname = \"up\"\nkind = \"anthropic\"\nbase_url = \"{u}\"\n\
+                 [[models]]\nid = \"up\"\ndeployments = [{{ provider = \"up\", model = \"claude-x\" }}]\n"
+            )
+        });
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+
+[[auth.keys]]
+name = "limited"
+secret_sha256 = "{hash}"
+{limits}
+
+[[auth.keys]]
+name = "free"
+secret_sha256 = "{free}"
+
+[[providers]]
+name = "mock"
+kind = "mock"
+chunk_chars = 4
+chunk_delay_ms = {delay}
+
+[[models]]
+id = "m"
+deployments = [{{ provider = "mock", model = "x" }}]
+
+{upstream}
+[circuit_breaker]
+{breaker}
+
+[cluster]
+redis_url = "{redis}"
+key_prefix = "{prefix}"
+on_redis_error = "{mode}"
+lease_secs = {lease}
+
+[request_log]
+{request_log}"#,
+            hash = key_hash(KEY),
+            free = key_hash(FREE_KEY),
+            limits = self.limits,
+            delay = self.chunk_delay_ms,
+            breaker = self.breaker,
+            redis = self.redis_url,
+            prefix = self.prefix,
+            mode = self.on_redis_error,
+            lease = self.lease_secs,
+        )
+    }
+
+    /// Starts `n` replicas and waits until each reads shared state from Redis.
+    async fn start(&self, n: usize, upstream: Option<&str>) -> (PathBuf, Vec<Replica>) {
+        require_redis(&self.redis_url).await;
+        let dir = temp_path("cluster");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            replicas.push(Replica::start(&self.config(&dir, i, upstream), &dir, i).await);
+        }
+        for r in &replicas {
+            until("replica reaches Redis", Duration::from_secs(10), || async {
+                r.readyz().await == (200, json!({"status": "ready"}))
+            })
+            .await;
+        }
+        (dir, replicas)
+    }
+}
+
+fn small(stream: bool) -> Value {
+    json!({"model": "m", "max_tokens": 16, "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[actix_web::test]
+async fn requests_per_minute_is_exact_across_replicas_and_every_row_lands_in_postgres() {
+    let table = fresh("requests");
+    let mut c = Cluster::new("requests_per_minute = 30");
+    c.postgres = Some((postgres_url(), table.clone()));
+    pg_exec(&format!("DROP TABLE IF EXISTS {table}"));
+    let (_dir, replicas) = c.start(3, None).await;
+
+    let mut admitted = 0;
+    let mut refused = 0;
+    for i in 0..90 {
+        let res = post_as(&replicas[i % 3].url, KEY, &small(false)).await;
+        match res.status {
+            200 => {
+                admitted += 1;
+                assert_eq!(res.header("anthropic-ratelimit-requests-limit"), Some("30"));
+                let left: u32 = res
+                    .header("anthropic-ratelimit-requests-remaining")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(left, 30 - admitted, "the shared count, whichever replica");
+            }
+            _ => {
+                let v = res.assert_error(429, "rate_limit_error");
+                assert!(v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("requests_per_minute"));
+                let wait: u64 = res.header("retry-after").unwrap().parse().unwrap();
+                assert!((1..=3).contains(&wait), "one cell frees every 2 s: {wait}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((admitted, refused), (30, 60));
+
+    for r in replicas {
+        r.stop().await;
+    }
+    let counts = pg_query(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE status = 200), \
+         count(*) FILTER (WHERE status = 429 AND error_type = 'rate_limit_error'), \
+         count(DISTINCT request_id) FROM {table}"
+    ));
+    assert_eq!(counts, vec![90, 30, 60, 90]);
+    // Proper types: timestamps, booleans, bigints.
+    let typed = pg_query(&format!(
+        "SELECT count(*) FILTER (WHERE ts > now() - interval '1 hour' AND stream = false \
+         AND input_tokens > 0 AND overhead_ms = total_ms - upstream_ms) FROM {table} WHERE status = 200"
+    ));
+    assert_eq!(typed, vec![30]);
+    pg_exec(&format!("DROP TABLE {table}"));
+}
