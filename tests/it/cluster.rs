@@ -366,3 +366,365 @@ async fn requests_per_minute_is_exact_across_replicas_and_every_row_lands_in_pos
     assert_eq!(typed, vec![30]);
     pg_exec(&format!("DROP TABLE {table}"));
 }
+
+/// Opens a stream and returns it once its head (200) is here.
+async fn open_stream(url: &str, key: &str, body: &Value) -> awc::ClientResponse {
+    let res = client()
+        .post(format!("{url}/v1/messages"))
+        .insert_header(("x-api-key", key))
+        .send_body(body.to_string())
+        .await
+        .expect("stream head");
+    assert_eq!(res.status(), 200);
+    res
+}
+
+/// A stream of about `chunks` mock chunks (4 characters each).
+fn slow_stream(chunks: usize) -> Value {
+    json!({"model": "m", "max_tokens": 1024, "stream": true,
+        "messages": [{"role": "user", "content": "x".repeat(chunks * 4)}]})
+}
+
+#[actix_web::test]
+async fn max_concurrent_holds_across_replicas_with_slow_streams() {
+    let mut c = Cluster::new("max_concurrent = 2");
+    c.chunk_delay_ms = 40;
+    let (_dir, replicas) = c.start(3, None).await;
+    let mut first = open_stream(&replicas[0].url, KEY, &slow_stream(40)).await;
+    let _second = open_stream(&replicas[1].url, KEY, &slow_stream(200)).await;
+    for r in &replicas {
+        let res = post_as(&r.url, KEY, &small(false)).await;
+        let v = res.assert_error(429, "rate_limit_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrent"));
+    }
+    // The key without limits is not held back (and costs no Redis call).
+    assert_eq!(
+        post_as(&replicas[2].url, FREE_KEY, &small(false))
+            .await
+            .status,
+        200
+    );
+    // The first stream ends: its slot is released, and another replica may take it.
+    let done = collect(&mut first).await;
+    assert_eq!(
+        assert_stream_grammar(&done.events())
+            .last()
+            .map(String::as_str),
+        Some("message_stop")
+    );
+    until(
+        "the released slot is free",
+        Duration::from_secs(5),
+        || async { post_as(&replicas[2].url, KEY, &small(false)).await.status == 200 },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn tokens_per_minute_holds_across_replicas() {
+    let c = Cluster::new("tokens_per_minute = 100");
+    let (_dir, replicas) = c.start(3, None).await;
+    // About 200 tokens: admitted while the shared balance is positive, which it then is not.
+    let big = json!({"model": "m", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "many words here ".repeat(60)}]});
+    let res = post_as(&replicas[0].url, KEY, &big).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("anthropic-ratelimit-tokens-limit"), Some("100"));
+    assert_eq!(
+        res.header("anthropic-ratelimit-tokens-remaining"),
+        Some("0")
+    );
+    for r in &replicas[1..] {
+        let res = post_as(&r.url, KEY, &small(false)).await;
+        let v = res.assert_error(429, "rate_limit_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens_per_minute"));
+        assert_eq!(
+            res.header("anthropic-ratelimit-tokens-remaining"),
+            Some("0")
+        );
+        let wait: u64 = res.header("retry-after").unwrap().parse().unwrap();
+        // Over 100 tokens short at 100 a minute: about a minute or more.
+        assert!(wait >= 50, "{wait}");
+    }
+}
+
+#[actix_web::test]
+async fn slots_of_a_sigkilled_replica_free_within_the_lease() {
+    let mut c = Cluster::new("max_concurrent = 1");
+    c.lease_secs = 2;
+    c.chunk_delay_ms = 100;
+    let (_dir, replicas) = c.start(3, None).await;
+    let _stream = open_stream(&replicas[0].url, KEY, &slow_stream(300)).await;
+    replicas[0].signal(libc::SIGKILL);
+    let killed = Instant::now();
+    // The dead replica cannot release its slot: it is still held...
+    let res = post_as(&replicas[1].url, KEY, &small(false)).await;
+    res.assert_error(429, "rate_limit_error");
+    // ...until its lease runs out.
+    until(
+        "the dead replica's slot frees",
+        Duration::from_secs(10),
+        || async { post_as(&replicas[2].url, KEY, &small(false)).await.status == 200 },
+    )
+    .await;
+    let freed = killed.elapsed();
+    assert!(
+        freed <= Duration::from_millis(2000 + 1500),
+        "freed {freed:?} after the kill, lease 2 s"
+    );
+}
+
+/// A private `redis-server` on an ephemeral port, for outages.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let mut r = Self {
+            port: free_port(),
+            child: None,
+        };
+        r.restart().await;
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server cannot start (is it installed?): {e}"));
+        self.child = Some(child);
+        let url = self.url();
+        until(
+            "the private redis-server answers",
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move {
+                    let Ok(client) = redis::Client::open(url) else {
+                        return false;
+                    };
+                    client.get_multiplexed_async_connection().await.is_ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const UNAVAILABLE_LOG: &str = "shared state (Redis) unavailable";
+
+#[actix_web::test]
+async fn redis_outage_in_local_mode_falls_back_then_shares_again() {
+    let mut redis = PrivateRedis::start().await;
+    let mut c = Cluster::new("requests_per_minute = 3");
+    c.redis_url = redis.url();
+    let (_dir, replicas) = c.start(2, None).await;
+    let statuses = |n: usize| {
+        let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+        async move {
+            let mut out = Vec::new();
+            for i in 0..n {
+                out.push(
+                    post_as(&urls[i % urls.len()], KEY, &small(false))
+                        .await
+                        .status,
+                );
+            }
+            out
+        }
+    };
+    assert_eq!(statuses(4).await, [200, 200, 200, 429], "shared");
+
+    redis.kill();
+    // Each replica alone enforces the configured limit, from the first request on.
+    for r in &replicas {
+        for _ in 0..3 {
+            assert_eq!(post_as(&r.url, KEY, &small(false)).await.status, 200);
+        }
+        post_as(&r.url, KEY, &small(false))
+            .await
+            .assert_error(429, "rate_limit_error");
+        assert_eq!(
+            r.readyz().await,
+            (
+                200,
+                json!({"status": "ready", "reasons": ["shared_state_degraded"]})
+            )
+        );
+        assert!(r.metric("gateway_shared_state_errors_total").await >= 1.0);
+        assert_eq!(r.log_count(UNAVAILABLE_LOG), 1, "logged once per outage");
+    }
+
+    redis.restart().await;
+    for r in &replicas {
+        until(
+            "the replica is back on Redis",
+            Duration::from_secs(15),
+            || async { r.readyz().await == (200, json!({"status": "ready"})) },
+        )
+        .await;
+    }
+    // The new Redis is empty: a fresh shared budget of 3 for both replicas together.
+    assert_eq!(statuses(6).await.iter().filter(|s| **s == 200).count(), 3);
+}
+
+#[actix_web::test]
+async fn redis_outage_in_deny_mode_refuses_what_needs_a_shared_limit() {
+    let mut redis = PrivateRedis::start().await;
+    let mut c = Cluster::new("requests_per_minute = 100");
+    c.redis_url = redis.url();
+    c.on_redis_error = "deny";
+    let (_dir, replicas) = c.start(2, None).await;
+    assert_eq!(
+        post_as(&replicas[0].url, KEY, &small(false)).await.status,
+        200
+    );
+
+    redis.kill();
+    for r in &replicas {
+        for _ in 0..3 {
+            let res = post_as(&r.url, KEY, &small(false)).await;
+            res.assert_error(529, "overloaded_error");
+            assert_eq!(res.header("x-should-retry"), Some("true"));
+        }
+        // A key without limits needs nothing shared.
+        assert_eq!(post_as(&r.url, FREE_KEY, &small(false)).await.status, 200);
+        assert_eq!(r.log_count(UNAVAILABLE_LOG), 1);
+    }
+
+    redis.restart().await;
+    for r in &replicas {
+        until("admission works again", Duration::from_secs(15), || async {
+            post_as(&r.url, KEY, &small(false)).await.status == 200
+        })
+        .await;
+    }
+}
+
+/// A loopback TCP proxy in front of PostgreSQL that can be stopped (every connection cut,
+/// nothing listening) and started again on the same port.
+struct Proxy {
+    port: u16,
+    target: String,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    fn new(target: String) -> Self {
+        Self {
+            port: free_port(),
+            target,
+            tasks: Default::default(),
+        }
+    }
+
+    fn start(&self) {
+        let listener = StdListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let (target, tasks) = (self.target.clone(), self.tasks.clone());
+        let accept = tokio::task::spawn_local(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let conn = tokio::task::spawn_local(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn postgres_outage_keeps_rows_queued_until_it_is_back() {
+    let table = fresh("outage");
+    pg_exec(&format!("DROP TABLE IF EXISTS {table}"));
+    let real = url::Url::parse(&postgres_url()).unwrap();
+    let target = format!(
+        "{}:{}",
+        real.host_str().unwrap(),
+        real.port().unwrap_or(5432)
+    );
+    let proxy = Proxy::new(target);
+    proxy.start();
+    let mut through = real.clone();
+    through.set_port(Some(proxy.port)).unwrap();
+    let mut c = Cluster::new("");
+    c.postgres = Some((through.to_string(), table.clone()));
+    let (_dir, replicas) = c.start(1, None).await;
+    let r = &replicas[0];
+    let count = || pg_query(&format!("SELECT count(*) FROM {table}"))[0];
+
+    for _ in 0..5 {
+        assert_eq!(post_as(&r.url, KEY, &small(false)).await.status, 200);
+    }
+    until("5 rows", Duration::from_secs(10), || async { count() == 5 }).await;
+
+    proxy.stop();
+    for _ in 0..5 {
+        assert_eq!(post_as(&r.url, KEY, &small(false)).await.status, 200);
+    }
+    until(
+        "the writer reports failing",
+        Duration::from_secs(10),
+        || async {
+            r.readyz().await
+                == (
+                    503,
+                    json!({"status": "not_ready", "reasons": ["request log writes are failing"]}),
+                )
+        },
+    )
+    .await;
+    assert_eq!(count(), 5);
+
+    proxy.start();
+    until("the queued rows land", Duration::from_secs(15), || async {
+        count() == 10
+    })
+    .await;
+    until("the writer is healthy", Duration::from_secs(10), || async {
+        r.readyz().await == (200, json!({"status": "ready"}))
+    })
+    .await;
+    assert_eq!(r.metric("gateway_request_log_dropped_total").await, 0.0);
+    proxy.stop();
+    pg_exec(&format!("DROP TABLE {table}"));
+}
