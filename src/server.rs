@@ -72,6 +72,7 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
         let redis = Redis::start(cluster, url, state.metrics.shared_state_errors.clone())
             .map_err(|e| std::io::Error::other(format!("cluster.redis_url: {e}")))?;
         state.limits.set_shared(SharedLimits::start(redis.clone()));
+        crate::cluster::health::start(redis.clone(), &state.models);
         state.redis = Some(redis);
     }
     let state = Arc::new(state);

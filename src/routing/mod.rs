@@ -4,6 +4,7 @@
 
 pub mod breaker;
 pub mod preferences;
+pub mod shared;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use rand::Rng;
 
 pub use breaker::{CircuitBreaker, CircuitState, Verdict};
 pub use preferences::{RoutingPrefs, Sort};
+pub use shared::SharedHold;
 pub use stats::DeploymentStats;
 
 use crate::config::{Config, ModelConfig, Price};
@@ -31,6 +33,8 @@ pub struct Deployment {
     pub weight: u32,
     pub price: Option<Price>,
     pub breaker: CircuitBreaker,
+    /// The cluster's view of this deployment (empty without cluster mode).
+    pub shared: SharedHold,
     pub stats: DeploymentStats,
 }
 
@@ -73,11 +77,13 @@ impl ModelIndex {
                         .iter()
                         .position(|p| p.name() == d.provider)
                         .expect("validated: deployment provider exists");
+                    let name = d
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{}/{}", d.provider, d.model));
                     Arc::new(Deployment {
-                        name: d
-                            .name
-                            .clone()
-                            .unwrap_or_else(|| format!("{}/{}", d.provider, d.model)),
+                        shared: SharedHold::new(format!("{}/{name}", m.id)),
+                        name,
                         provider: providers[provider_index].clone(),
                         provider_index,
                         upstream_model: d.model.clone(),
@@ -158,7 +164,7 @@ pub fn select(
         }
     }
     let mut earliest: Option<Instant> = None;
-    pool.retain(|d| match d.breaker.available(now) {
+    pool.retain(|d| match shared::available(d, now) {
         Ok(()) => true,
         Err(until) => {
             earliest = Some(earliest.map_or(until, |e| e.min(until)));
@@ -251,6 +257,7 @@ pub(crate) fn test_deployment(
         weight,
         price: price.map(|(input, output)| Price { input, output }),
         breaker: CircuitBreaker::new(breaker),
+        shared: SharedHold::new(name.into()),
         stats: DeploymentStats::default(),
     })
 }

@@ -44,7 +44,7 @@ use crate::providers::{
 };
 use crate::ratelimit::{Admit, ConcurrencyPermit, Debit};
 use crate::routing::breaker::Admission;
-use crate::routing::{Deployment, Model, Verdict};
+use crate::routing::{self, Deployment, Model, Verdict};
 use crate::state::{AppState, WorkerActors};
 use crate::strictness::{StrictnessPlan, WARNINGS_HEADER};
 use crate::tools::{Replay, ToolChoice, ToolSet};
@@ -312,7 +312,7 @@ impl SessionActor {
             return;
         }
         let now = Instant::now();
-        let probe = match deployment.breaker.admit(now) {
+        let probe = match routing::shared::admit(&deployment, now) {
             Admission::Yes => false,
             Admission::Probe => true,
             Admission::No { until } => {
@@ -473,7 +473,7 @@ impl SessionActor {
         let now = Instant::now();
         self.upstream_end = Some(now);
         if verdict != Verdict::Abandoned || a.probe {
-            a.deployment.breaker.record(verdict, now);
+            routing::shared::record(&a.deployment, verdict, now);
         }
         if verdict == Verdict::Success {
             let ttft = a
@@ -990,9 +990,7 @@ impl Actor for SessionActor {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         if let Some(a) = self.attempt.take() {
             if a.probe {
-                a.deployment
-                    .breaker
-                    .record(Verdict::Abandoned, Instant::now());
+                routing::shared::record(&a.deployment, Verdict::Abandoned, Instant::now());
             }
         }
         // Without an outcome the worker is shutting down (the grace period is over).

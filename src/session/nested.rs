@@ -73,7 +73,7 @@ async fn complete(
     })?;
     let mut last = String::from("no attempt was made");
     for deployment in candidates {
-        if let Admission::No { .. } = deployment.breaker.admit(Instant::now()) {
+        if let Admission::No { .. } = routing::shared::admit(&deployment, Instant::now()) {
             continue;
         }
         let call = Call {
@@ -102,7 +102,7 @@ async fn complete(
         };
         match outcome {
             Ok(m) => {
-                deployment.breaker.record(Verdict::Success, Instant::now());
+                routing::shared::record(&deployment, Verdict::Success, Instant::now());
                 let text = TurnAccumulator::from_message(&m.body)
                     .map(|acc| {
                         acc.blocks
@@ -119,7 +119,7 @@ async fn complete(
                 });
             }
             Err(message) => {
-                deployment.breaker.record(Verdict::Failure, Instant::now());
+                routing::shared::record(&deployment, Verdict::Failure, Instant::now());
                 last = message;
             }
         }

@@ -58,6 +58,7 @@ pub fn schema(table: &str) -> String {
     request_body jsonb,
     response_body jsonb
 );
+CREATE UNIQUE INDEX IF NOT EXISTS {table}_request_id ON {table} (request_id);
 CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (ts);
 CREATE INDEX IF NOT EXISTS {table}_key_ts ON {table} (key_name, ts);
 "
@@ -169,6 +170,9 @@ fn insert_sql(table: &str, rows: usize) -> String {
         sql.push_str(&row.join(", "));
         sql.push(')');
     }
+    // A batch whose commit was not acknowledged (the connection dropped) is sent again: rows
+    // already in are skipped, so each request still has one row.
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
     sql
 }
 
@@ -193,7 +197,10 @@ mod tests {
         let sql = insert_sql("t", 2);
         assert!(sql.starts_with("INSERT INTO t (ts, request_id, "), "{sql}");
         assert!(sql.contains("($1, $2, "), "{sql}");
-        assert!(sql.ends_with("$63, $64)"), "{sql}");
+        assert!(
+            sql.ends_with("$63, $64) ON CONFLICT (request_id) DO NOTHING"),
+            "{sql}"
+        );
         assert!(sql.contains("$32), ($33, "), "{sql}");
     }
 }
