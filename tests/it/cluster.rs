@@ -381,6 +381,17 @@ async fn requests_per_minute_is_exact_across_replicas_and_every_row_lands_in_pos
          AND input_tokens > 0 AND overhead_ms = total_ms - upstream_ms) FROM {table} WHERE status = 200"
     ));
     assert_eq!(typed, vec![admitted as i64]);
+    // The README's PostgreSQL queries run on the real table.
+    let readme = include_str!("../../README.md");
+    for block in readme.split("```postgresql").skip(1) {
+        let query =
+            block[..block.find("```").unwrap()].replace("FROM requests", &format!("FROM {table}"));
+        let counted = format!(
+            "SELECT count(*) FROM ({}) q",
+            query.trim().trim_end_matches(';')
+        );
+        assert!(pg_query(&counted)[0] >= 1, "{query}");
+    }
     pg_exec(&format!("DROP TABLE {table}"));
 }
 
