@@ -83,6 +83,15 @@ async fn serves_the_shipped_config() {
 
 /// Starts the binary with `args` in `dir` and returns it with the address it logged.
 async fn spawn_binary(args: &[&str], dir: &Path) -> (Child, String) {
+    let (child, url, _) = spawn_binary_logged(args, dir).await;
+    (child, url)
+}
+
+/// The lines a binary logged so far.
+pub type Logs = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`spawn_binary`], keeping every line the binary logs.
+pub async fn spawn_binary_logged(args: &[&str], dir: &Path) -> (Child, String, Logs) {
     let mut child = Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -92,6 +101,8 @@ async fn spawn_binary(args: &[&str], dir: &Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let logs = Logs::default();
+    let kept = logs.clone();
     // The binary logs its bound address; read it, then keep draining its log.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
@@ -102,13 +113,17 @@ async fn spawn_binary(args: &[&str], dir: &Path) -> (Child, String) {
                     let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
                 }
             }
+            kept.lock().unwrap().push(line);
         }
     });
     match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
-        Ok(Ok(url)) => (child, url),
+        Ok(Ok(url)) => (child, url, logs),
         _ => {
             let _ = child.kill();
-            panic!("the binary says where it listens");
+            panic!(
+                "the binary says where it listens: {:?}",
+                logs.lock().unwrap()
+            );
         }
     }
 }

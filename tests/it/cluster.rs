@@ -4,7 +4,6 @@
 //! a test fails, saying so, when one is unreachable. Outages use a private `redis-server` and a
 //! loopback TCP proxy in front of PostgreSQL.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::binary::{spawn_binary_logged, Logs};
 use crate::common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_aigw");
 
 fn redis_url() -> String {
     std::env::var("AIGW_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -94,46 +92,15 @@ fn free_port() -> u16 {
 struct Replica {
     child: Child,
     url: String,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: Logs,
 }
 
 impl Replica {
     async fn start(config: &str, dir: &std::path::Path, n: usize) -> Self {
         let path = dir.join(format!("replica{n}.toml"));
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["--config", path.to_str().unwrap()])
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let kept = logs.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
-                    }
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let url = match tokio::time::timeout(Duration::from_secs(30), rx).await {
-            Ok(Ok(url)) => url,
-            _ => {
-                let _ = child.kill();
-                panic!(
-                    "replica {n} says where it listens: {:?}",
-                    logs.lock().unwrap()
-                );
-            }
-        };
+        let (child, url, logs) =
+            spawn_binary_logged(&["--config", path.to_str().unwrap()], dir).await;
         Self { child, url, logs }
     }
 
