@@ -637,10 +637,13 @@ impl Config {
                 "batch_size, queue_capacity and flush_interval_ms must be at least 1",
             ));
         }
+        // A URL written in the file moves to the secrets: `Debug` of the config never shows it.
+        let inline_postgres = self.request_log.postgres_url.take();
+        let rl = &self.request_log;
         if rl.backend == RequestLogBackend::Postgres {
             let url = one_url(
                 "request_log.postgres_url",
-                rl.postgres_url.as_deref(),
+                inline_postgres.as_deref(),
                 rl.postgres_url_env.as_deref(),
                 &read_env,
             )?;
@@ -660,10 +663,11 @@ impl Config {
         }
 
         // Cluster.
+        let inline_redis = self.cluster.as_mut().and_then(|c| c.redis_url.take());
         if let Some(c) = &self.cluster {
             let url = one_url(
                 "cluster.redis_url",
-                c.redis_url.as_deref(),
+                inline_redis.as_deref(),
                 c.redis_url_env.as_deref(),
                 &read_env,
             )?;
@@ -937,6 +941,14 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
         let e = Config::from_toml_with_env(&text, &no_env).unwrap_err();
         assert_eq!(e.path, "request_log.postgres_url_env");
+        // Written in the file, a URL's password still never shows.
+        let inline = format!(
+            "{MINIMAL}\n[cluster]\nredis_url = \"redis://:hunter3@127.0.0.1:6379\"\n\
+             [request_log]\nbackend = \"postgres\"\npostgres_url = \"postgres://u:hunter3@127.0.0.1/test\"\n"
+        );
+        let c = Config::from_toml_with_env(&inline, &no_env).unwrap();
+        assert!(c.secrets.redis_url.is_some() && c.secrets.postgres_url.is_some());
+        assert!(!format!("{c:?}").contains("hunter3"));
 
         for (extra, path) in [
             ("[cluster]\nbogus = 1", "cluster.bogus"),
