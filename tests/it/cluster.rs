@@ -898,3 +898,55 @@ async fn an_upstream_429_cool_down_is_shared() {
     );
     upstream.stop().await;
 }
+
+/// The key's shared token balance, read straight from Redis.
+async fn shared_balance(c: &Cluster) -> f64 {
+    let mut conn = require_redis(&c.redis_url).await;
+    let b: Option<String> =
+        redis::AsyncCommands::hget(&mut conn, format!("{}:{{limited}}:tpm", c.prefix), "b")
+            .await
+            .unwrap();
+    b.expect("the bucket exists").parse().unwrap()
+}
+
+#[actix_web::test]
+async fn token_usage_is_reconciled_in_the_shared_bucket() {
+    let c = Cluster::new("tokens_per_minute = 600");
+    let (_dir, replicas) = c.start(3, None).await;
+    // The mock echoes the prompt: real usage (input + output) is well above the estimate.
+    let body = json!({"model": "m", "max_tokens": 512,
+        "messages": [{"role": "user", "content": "some words ".repeat(40)}]});
+    let res = post_as(&replicas[0].url, KEY, &body).await;
+    assert_eq!(res.status, 200);
+    let after_estimate: f64 = res
+        .header("anthropic-ratelimit-tokens-remaining")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let usage = &res.json()["usage"];
+    let used =
+        (usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()) as f64;
+    let estimate = 600.0 - after_estimate;
+    assert!(used > estimate + 30.0, "used {used}, estimated {estimate}");
+    // The end of the request debits the difference: the shared balance follows the real usage
+    // (give or take the refill, 10 tokens a second).
+    until(
+        "the usage is reconciled",
+        Duration::from_secs(5),
+        || async { (shared_balance(&c).await - (600.0 - used)).abs() < 20.0 },
+    )
+    .await;
+    // Another replica sees it: its estimate is debited from the reconciled balance.
+    let res = post_as(&replicas[1].url, KEY, &body).await;
+    assert_eq!(res.status, 200);
+    let remaining: f64 = res
+        .header("anthropic-ratelimit-tokens-remaining")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = 600.0 - used - estimate;
+    assert!(
+        (expected - 1.0..expected + 30.0).contains(&remaining),
+        "remaining {remaining}, expected about {expected}"
+    );
+}
