@@ -267,18 +267,24 @@ lease_secs = {lease}
 
     /// Starts `n` replicas and waits until each reads shared state from Redis.
     async fn start(&self, n: usize, upstream: Option<&str>) -> (PathBuf, Vec<Replica>) {
+        let (dir, replicas) = self.spawn(n, upstream).await;
+        for r in &replicas {
+            until("replica reaches Redis", Duration::from_secs(10), || async {
+                r.readyz().await == (200, json!({"status": "ready"}))
+            })
+            .await;
+        }
+        (dir, replicas)
+    }
+
+    /// Starts `n` replicas without waiting for them to be ready.
+    async fn spawn(&self, n: usize, upstream: Option<&str>) -> (PathBuf, Vec<Replica>) {
         require_redis(&self.redis_url).await;
         let dir = temp_path("cluster");
         std::fs::create_dir_all(&dir).unwrap();
         let mut replicas = Vec::new();
         for i in 0..n {
             replicas.push(Replica::start(&self.config(&dir, i, upstream), &dir, i).await);
-        }
-        for r in &replicas {
-            until("replica reaches Redis", Duration::from_secs(10), || async {
-                r.readyz().await == (200, json!({"status": "ready"}))
-            })
-            .await;
         }
         (dir, replicas)
     }
@@ -717,13 +723,30 @@ async fn postgres_outage_keeps_rows_queued_until_it_is_back() {
         real.port().unwrap_or(5432)
     );
     let proxy = Proxy::new(target);
-    proxy.start();
     let mut through = real.clone();
     through.set_port(Some(proxy.port)).unwrap();
     let mut c = Cluster::new("");
     c.postgres = Some((through.to_string(), table.clone()));
-    let (_dir, replicas) = c.start(1, None).await;
+    // PostgreSQL is unreachable at start: the gateway serves, and says the log is failing.
+    let (_dir, replicas) = c.spawn(1, None).await;
     let r = &replicas[0];
+    let failing = (
+        503,
+        json!({"status": "not_ready", "reasons": ["request log writes are failing"]}),
+    );
+    until(
+        "the writer reports failing at start",
+        Duration::from_secs(10),
+        || async { r.readyz().await == failing },
+    )
+    .await;
+    assert_eq!(post_as(&r.url, KEY, &small(false)).await.status, 200);
+    // Reachable: the writer connects by itself, creates the table, writes the queued row.
+    proxy.start();
+    until("the writer is ready", Duration::from_secs(15), || async {
+        r.readyz().await == (200, json!({"status": "ready"}))
+    })
+    .await;
     let count = || pg_query(&format!("SELECT count(*) FROM {table}"))[0];
     // The writer creates the table (and its indexes) at start.
     let tables = format!("SELECT count(*) FROM pg_indexes WHERE tablename = '{table}'");
@@ -734,7 +757,7 @@ async fn postgres_outage_keeps_rows_queued_until_it_is_back() {
     )
     .await;
 
-    for _ in 0..5 {
+    for _ in 0..4 {
         assert_eq!(post_as(&r.url, KEY, &small(false)).await.status, 200);
     }
     until("5 rows", Duration::from_secs(10), || async { count() == 5 }).await;

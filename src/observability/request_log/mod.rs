@@ -36,6 +36,11 @@ pub trait Backend: Send + 'static {
     fn insert(&mut self, rows: &[RequestRecord]) -> Result<(), String>;
     /// Deletes rows older than `cutoff`; returns how many.
     fn purge(&mut self, cutoff: SystemTime) -> Result<u64, String>;
+    /// Makes sure the database can be written (connects, creates the table): at start, and
+    /// while writes fail with nothing to write, so readiness recovers on its own.
+    fn ready(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The columns after `id`, in order, as both backends name them.
@@ -229,6 +234,7 @@ impl RequestLog {
                 last_purge: None,
                 retry: None,
             };
+            actor.check_ready();
             actor.purge_if_due();
             actor
         });
@@ -313,13 +319,16 @@ impl RequestLogActor {
     /// Writes the buffer. On failure the rows stay buffered (the queue bound still holds: they
     /// count as pending) and the next try waits a doubling delay, unless this is the last flush.
     fn flush(&mut self, last: bool) {
-        if self.buffer.is_empty() {
-            return;
-        }
         if let Some((at, _)) = self.retry {
             if !last && Instant::now() < at {
                 return;
             }
+        }
+        if self.buffer.is_empty() {
+            if self.retry.is_some() && !last {
+                self.check_ready();
+            }
+            return;
         }
         let n = self.buffer.len();
         let result = match &mut self.backend {
@@ -353,6 +362,31 @@ impl RequestLogActor {
         }
         self.buffer.clear();
         self.pending.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Connects (PostgreSQL) so that readiness says at once when the database is unreachable.
+    fn check_ready(&mut self) {
+        let Some(backend) = &mut self.backend else {
+            return;
+        };
+        match backend.ready() {
+            Ok(()) => {
+                if self.retry.take().is_some() {
+                    tracing::info!("request log database reachable again");
+                }
+                self.health.store(RUNNING, Ordering::Release);
+            }
+            Err(e) => {
+                self.health.store(FAILING, Ordering::Release);
+                let delay = self
+                    .retry
+                    .map_or(RETRY_FIRST, |(_, d)| (d * 2).min(RETRY_MAX));
+                if self.retry.is_none() {
+                    tracing::error!(error = %e, "request log database unreachable");
+                }
+                self.retry = Some((Instant::now() + delay, delay));
+            }
+        }
     }
 
     /// Purges rows past `retention_days`: at start, then daily (retried on the next flush when

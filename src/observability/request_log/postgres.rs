@@ -114,6 +114,11 @@ impl Postgres {
             .parse()
             .map_err(|_| "not a valid PostgreSQL connection URL")?;
         config.connect_timeout(Duration::from_secs(2));
+        // A server that stops answering must not hold the writer forever: the kernel gives up
+        // on unacknowledged sends, keepalives find a dead peer, the server cancels slow writes.
+        config.tcp_user_timeout(Duration::from_secs(10));
+        config.keepalives_idle(Duration::from_secs(10));
+        config.options("-c statement_timeout=30000");
         config.application_name("aigw");
         Ok(Self {
             config,
@@ -177,6 +182,10 @@ fn insert_sql(table: &str, rows: usize) -> String {
 }
 
 impl Backend for Postgres {
+    fn ready(&mut self) -> Result<(), String> {
+        self.or_reconnect(|pg| pg.client().map(|_| ()))
+    }
+
     fn insert(&mut self, rows: &[RequestRecord]) -> Result<(), String> {
         self.or_reconnect(|pg| pg.try_insert(rows))
     }
