@@ -299,6 +299,12 @@ impl RequestLog {
     }
 }
 
+/// A failed database call: why, and whether it starts an outage.
+struct Failure {
+    message: String,
+    first: bool,
+}
+
 pub struct RequestLogActor {
     /// `None` when the backend could not move to this thread (a restarted actor).
     backend: Option<Box<dyn Backend>>,
@@ -335,30 +341,17 @@ impl RequestLogActor {
             Some(backend) => backend.insert(&self.buffer),
             None => Err("no database connection".into()),
         };
-        match result {
-            Ok(()) => {
-                if self.retry.take().is_some() {
-                    tracing::info!(rows = n, "request log writes succeed again");
-                }
-                self.health.store(RUNNING, Ordering::Release);
+        if let Err(e) = self.settle(result) {
+            // Once per outage at error level; the retries after it at debug.
+            if e.first || last {
+                tracing::error!(rows = n, error = %e.message, "request log write failed");
+            } else {
+                tracing::debug!(rows = n, error = %e.message, "request log write failed again");
             }
-            Err(e) => {
-                self.health.store(FAILING, Ordering::Release);
-                let delay = self
-                    .retry
-                    .map_or(RETRY_FIRST, |(_, d)| (d * 2).min(RETRY_MAX));
-                // Once per outage at error level; the retries after it at debug.
-                if self.retry.is_none() || last {
-                    tracing::error!(rows = n, error = %e, "request log write failed");
-                } else {
-                    tracing::debug!(rows = n, error = %e, "request log write failed again");
-                }
-                self.retry = Some((Instant::now() + delay, delay));
-                if !last {
-                    return;
-                }
-                self.dropped.inc_by(n as u64);
+            if !last {
+                return;
             }
+            self.dropped.inc_by(n as u64);
         }
         self.buffer.clear();
         self.pending.fetch_sub(n, Ordering::AcqRel);
@@ -369,22 +362,33 @@ impl RequestLogActor {
         let Some(backend) = &mut self.backend else {
             return;
         };
-        match backend.ready() {
+        let result = backend.ready();
+        if let Err(e) = self.settle(result) {
+            if e.first {
+                tracing::error!(error = %e.message, "request log database unreachable");
+            }
+        }
+    }
+
+    /// Health and the retry delay after a database call: a success clears both, a failure
+    /// sets `FAILING` and doubles the delay.
+    fn settle(&mut self, result: Result<(), String>) -> Result<(), Failure> {
+        match result {
             Ok(()) => {
                 if self.retry.take().is_some() {
-                    tracing::info!("request log database reachable again");
+                    tracing::info!("request log writes succeed again");
                 }
                 self.health.store(RUNNING, Ordering::Release);
+                Ok(())
             }
-            Err(e) => {
+            Err(message) => {
                 self.health.store(FAILING, Ordering::Release);
+                let first = self.retry.is_none();
                 let delay = self
                     .retry
                     .map_or(RETRY_FIRST, |(_, d)| (d * 2).min(RETRY_MAX));
-                if self.retry.is_none() {
-                    tracing::error!(error = %e, "request log database unreachable");
-                }
                 self.retry = Some((Instant::now() + delay, delay));
+                Err(Failure { message, first })
             }
         }
     }
