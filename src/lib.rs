@@ -9,6 +9,7 @@
 //! request into metrics and one request-log row.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod ids;

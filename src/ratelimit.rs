@@ -5,11 +5,14 @@
 //!
 //! There is one [`RateLimiterActor`] per worker; all of them share one [`RateLimits`], whose
 //! governor limiters and atomics are `Sync`. So no request queues on another worker's mailbox.
+//!
+//! In cluster mode the state lives in Redis instead ([`crate::cluster::limits`]); the in-process
+//! limits are then the fallback of `on_redis_error = "local"` while Redis is unavailable.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -20,7 +23,9 @@ use governor::{Quota, RateLimiter};
 use prometheus::IntCounterVec;
 
 use crate::api::auth::ApiKey;
+use crate::cluster::limits::{SharedLimits, SharedSlot};
 use crate::config::LimitsConfig;
+use crate::config::OnRedisError;
 use crate::error::GatewayError;
 
 type KeyedLimiter =
@@ -80,6 +85,8 @@ impl TokenBucket {
 pub struct RateLimits {
     keys: HashMap<String, Arc<KeyState>>,
     clock: DefaultClock,
+    /// Cluster mode: the shared state in Redis.
+    shared: OnceLock<Arc<SharedLimits>>,
 }
 
 impl RateLimits {
@@ -126,7 +133,68 @@ impl RateLimits {
                 (k.name.clone(), Arc::new(state))
             })
             .collect();
-        Self { keys, clock }
+        Self {
+            keys,
+            clock,
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// Cluster mode: limits are kept in Redis from now on.
+    pub fn set_shared(&self, shared: Arc<SharedLimits>) {
+        let _ = self.shared.set(shared);
+    }
+
+    pub fn shared(&self) -> Option<&Arc<SharedLimits>> {
+        self.shared.get()
+    }
+
+    /// Cluster mode while Redis is unavailable: the in-process limits (`local`), or a refusal
+    /// (`deny`).
+    fn unavailable<T>(
+        &self,
+        shared: &SharedLimits,
+        local: impl FnOnce() -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        match shared.redis().on_error {
+            OnRedisError::Local => local(),
+            OnRedisError::Deny => Err(Refusal {
+                error: GatewayError::Overloaded {
+                    message: "shared rate limit state is unavailable".into(),
+                    retry_after: Duration::from_secs(1),
+                },
+                headers: Vec::new(),
+                limit: SHARED_STATE,
+            }),
+        }
+    }
+
+    /// Admission in either mode: Redis first in cluster mode.
+    pub async fn admit_any(&self, key: &Arc<ApiKey>, estimate: u64) -> Result<Admission, Refusal> {
+        let Some(shared) = self.shared() else {
+            return self.admit(key, estimate);
+        };
+        match shared.admit(key, estimate).await {
+            Some(result) => result,
+            None => self.unavailable(shared, || self.admit(key, estimate)),
+        }
+    }
+
+    pub async fn admit_request_any(&self, key: &ApiKey) -> Result<LimitHeaders, Refusal> {
+        let Some(shared) = self.shared() else {
+            return self.admit_request(key);
+        };
+        match shared.admit_request(key).await {
+            Some(result) => result,
+            None => self.unavailable(shared, || self.admit_request(key)),
+        }
+    }
+
+    pub async fn debit_any(&self, key: &ApiKey, tokens: i64) {
+        match self.shared() {
+            Some(shared) if shared.debit(key, tokens).await => {}
+            _ => self.debit(key, tokens),
+        }
     }
 
     /// Takes a concurrency slot, then a request cell, then checks the token balance and debits
@@ -148,7 +216,7 @@ impl RateLimits {
                     Vec::new(),
                 ));
             }
-            Some(ConcurrencyPermit(state.in_flight.clone()))
+            Some(ConcurrencyPermit(Slot::Local(state.in_flight.clone())))
         } else {
             None
         };
@@ -176,6 +244,11 @@ impl RateLimits {
     /// Whether the key's token balance is positive (nested calls check it; they take no request
     /// cell or concurrency slot of their own).
     pub fn tokens_available(&self, key: &ApiKey) -> bool {
+        if let Some(shared) = self.shared() {
+            if !shared.redis().degraded() {
+                return shared.tokens_available(key);
+            }
+        }
         match self.keys.get(&key.name).and_then(|s| s.tpm.as_ref()) {
             Some(bucket) => bucket.with_balance(|_| {}) > 0.0,
             None => true,
@@ -236,7 +309,7 @@ impl RateLimits {
 }
 
 /// `anthropic-ratelimit-<what>-{limit,remaining,reset}` (`reset` RFC 3339).
-fn push_headers(
+pub(crate) fn push_headers(
     headers: &mut LimitHeaders,
     what: &'static str,
     limit: u64,
@@ -266,13 +339,31 @@ fn push_headers(
 
 /// A held concurrency slot; released on drop.
 #[derive(Debug)]
-pub struct ConcurrencyPermit(Arc<AtomicU32>);
+pub struct ConcurrencyPermit(Slot);
+
+#[derive(Debug)]
+enum Slot {
+    Local(Arc<AtomicU32>),
+    /// Released by its own drop.
+    Shared(#[allow(dead_code)] SharedSlot),
+}
+
+impl ConcurrencyPermit {
+    pub(crate) fn shared(slot: SharedSlot) -> Self {
+        Self(Slot::Shared(slot))
+    }
+}
 
 impl Drop for ConcurrencyPermit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Slot::Local(n) = &self.0 {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
+
+/// The `limit` of a refusal because the shared state is unavailable (`deny`).
+const SHARED_STATE: &str = "shared_state";
 
 #[derive(Debug)]
 pub struct Admission {
@@ -289,7 +380,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(limit: &'static str, retry_after: Duration, headers: LimitHeaders) -> Self {
+    pub(crate) fn new(limit: &'static str, retry_after: Duration, headers: LimitHeaders) -> Self {
         Self {
             error: GatewayError::RateLimited {
                 message: format!("rate limit exceeded: {limit}"),
@@ -312,11 +403,12 @@ impl RateLimiterActor {
     pub fn new(limits: Arc<RateLimits>, refused: IntCounterVec) -> Self {
         Self { limits, refused }
     }
+}
 
-    fn count<T>(&self, key: &ApiKey, result: &Result<T, Refusal>) {
-        if let Err(r) = result {
-            self.refused.with_label_values(&[&key.name, r.limit]).inc();
-        }
+fn count<T>(refused: &IntCounterVec, key: &ApiKey, result: &Result<T, Refusal>) {
+    match result {
+        Err(r) if r.limit != SHARED_STATE => refused.with_label_values(&[&key.name, r.limit]).inc(),
+        _ => {}
     }
 }
 
@@ -333,12 +425,20 @@ pub struct Admit {
 }
 
 impl Handler<Admit> for RateLimiterActor {
-    type Result = Result<Admission, Refusal>;
+    type Result = Response<Result<Admission, Refusal>>;
 
     fn handle(&mut self, msg: Admit, _ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.limits.admit(&msg.key, msg.estimate);
-        self.count(&msg.key, &result);
-        result
+        if self.limits.shared().is_none() {
+            let result = self.limits.admit(&msg.key, msg.estimate);
+            count(&self.refused, &msg.key, &result);
+            return Response::reply(result);
+        }
+        let (limits, refused) = (self.limits.clone(), self.refused.clone());
+        Response::fut(async move {
+            let result = limits.admit_any(&msg.key, msg.estimate).await;
+            count(&refused, &msg.key, &result);
+            result
+        })
     }
 }
 
@@ -350,12 +450,20 @@ pub struct AdmitRequest {
 }
 
 impl Handler<AdmitRequest> for RateLimiterActor {
-    type Result = Result<LimitHeaders, Refusal>;
+    type Result = Response<Result<LimitHeaders, Refusal>>;
 
     fn handle(&mut self, msg: AdmitRequest, _ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.limits.admit_request(&msg.key);
-        self.count(&msg.key, &result);
-        result
+        if self.limits.shared().is_none() {
+            let result = self.limits.admit_request(&msg.key);
+            count(&self.refused, &msg.key, &result);
+            return Response::reply(result);
+        }
+        let (limits, refused) = (self.limits.clone(), self.refused.clone());
+        Response::fut(async move {
+            let result = limits.admit_request_any(&msg.key).await;
+            count(&refused, &msg.key, &result);
+            result
+        })
     }
 }
 
@@ -368,10 +476,15 @@ pub struct Debit {
 }
 
 impl Handler<Debit> for RateLimiterActor {
-    type Result = ();
+    type Result = Response<()>;
 
-    fn handle(&mut self, msg: Debit, _ctx: &mut Context<Self>) {
-        self.limits.debit(&msg.key, msg.tokens);
+    fn handle(&mut self, msg: Debit, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.limits.shared().is_none() {
+            self.limits.debit(&msg.key, msg.tokens);
+            return Response::reply(());
+        }
+        let limits = self.limits.clone();
+        Response::fut(async move { limits.debit_any(&msg.key, msg.tokens).await })
     }
 }
 

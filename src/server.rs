@@ -7,6 +7,8 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::api;
+use crate::cluster::limits::SharedLimits;
+use crate::cluster::Redis;
 use crate::config::reload::Changes;
 use crate::config::Config;
 use crate::observability::RequestLog;
@@ -72,9 +74,20 @@ pub fn start(config: Config) -> std::io::Result<Gateway> {
     let metrics_listen = config.observability.metrics_listen.clone();
     let mut state = AppState::new(config);
     if state.config.request_log.enabled {
-        let log = RequestLog::start(&state.config.request_log, state.metrics.log_dropped.clone())
-            .map_err(std::io::Error::other)?;
+        let log = RequestLog::start(
+            &state.config.request_log,
+            state.config.secrets.postgres_url.as_ref(),
+            state.metrics.log_dropped.clone(),
+        )
+        .map_err(std::io::Error::other)?;
         state.request_log = Some(Arc::new(log));
+    }
+    if let (Some(cluster), Some(url)) = (&state.config.cluster, &state.config.secrets.redis_url) {
+        let redis = Redis::start(cluster, url, state.metrics.shared_state_errors.clone())
+            .map_err(|e| std::io::Error::other(format!("cluster.redis_url: {e}")))?;
+        state.limits.set_shared(SharedLimits::start(redis.clone()));
+        state.health = Some(crate::cluster::health::start(redis.clone(), &state.models));
+        state.redis = Some(redis);
     }
     let state = Arc::new(state);
     let live = web::Data::new(LiveState::new(state.clone()));

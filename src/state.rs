@@ -14,6 +14,8 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 
 use crate::api::auth::KeyIndex;
+use crate::cluster::health::Watched;
+use crate::cluster::Redis;
 use crate::config::Config;
 use crate::observability::{self, Metrics, RequestLog, RequestRecord};
 use crate::providers::{Provider, ProviderActor};
@@ -33,6 +35,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `None` when `request_log.enabled = false` (or before [`crate::start`] opens it).
     pub request_log: Option<Arc<RequestLog>>,
+    /// Cluster mode: the Redis holding the replicas' shared state (set by [`crate::start`]).
+    pub redis: Option<Arc<Redis>>,
+    /// Cluster mode: the deployments whose shared health the poller refreshes.
+    pub health: Option<Arc<Watched>>,
 }
 
 impl AppState {
@@ -50,6 +56,8 @@ impl AppState {
             limits,
             metrics: Arc::new(Metrics::new()),
             request_log: None,
+            redis: None,
+            health: None,
         }
     }
 
@@ -62,6 +70,13 @@ impl AppState {
         let models =
             ModelIndex::build_after(&config, &providers, Some((&self.models, &self.config)));
         let limits = Arc::new(RateLimits::after(Some(&self.limits), keys.all()));
+        // Cluster mode carries over: the same Redis, its shared limits and health poller.
+        if let Some(shared) = self.limits.shared() {
+            limits.set_shared(shared.clone());
+        }
+        if let Some(health) = &self.health {
+            health.watch(&models);
+        }
         Self {
             generation: self.generation + 1,
             config: Arc::new(config),
@@ -71,6 +86,8 @@ impl AppState {
             limits,
             metrics: self.metrics.clone(),
             request_log: self.request_log.clone(),
+            redis: self.redis.clone(),
+            health: self.health.clone(),
         }
     }
 }

@@ -13,7 +13,9 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready once the config is loaded, the listeners are up (both true whenever this runs) and the
-/// request log writer is alive. Upstream health never affects readiness.
+/// request log writer is alive. Upstream health never affects readiness. In cluster mode an
+/// unreachable Redis leaves the gateway ready (it falls back or refuses per `on_redis_error`) and
+/// is listed as `shared_state_degraded`.
 pub async fn readyz(CurrentState(state): CurrentState) -> HttpResponse {
     let reasons: Vec<&str> = state
         .request_log
@@ -21,10 +23,20 @@ pub async fn readyz(CurrentState(state): CurrentState) -> HttpResponse {
         .and_then(|log| log.unhealthy())
         .into_iter()
         .collect();
+    let degraded = state.redis.as_ref().is_some_and(|r| r.degraded());
     if reasons.is_empty() {
+        let body = if degraded {
+            r#"{"status":"ready","reasons":["shared_state_degraded"]}"#
+        } else {
+            r#"{"status":"ready"}"#
+        };
         return HttpResponse::Ok()
             .content_type("application/json")
-            .body(r#"{"status":"ready"}"#);
+            .body(body);
+    }
+    let mut reasons = reasons;
+    if degraded {
+        reasons.push("shared_state_degraded");
     }
     HttpResponse::ServiceUnavailable()
         .content_type("application/json")

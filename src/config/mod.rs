@@ -4,6 +4,7 @@
 
 mod auth;
 mod cloud;
+mod cluster;
 mod models;
 mod observability;
 mod providers;
@@ -20,9 +21,10 @@ use serde::Deserialize;
 
 pub use auth::{AuthConfig, KeyConfig};
 pub use cloud::{parse_google_json, CloudCredentials};
+pub use cluster::{ClusterConfig, OnRedisError};
 pub use models::{DeploymentConfig, ModelConfig, Price};
 pub use observability::{
-    LogFormat, ObservabilityConfig, OtlpConfig, OtlpProtocol, RequestLogConfig,
+    LogFormat, ObservabilityConfig, OtlpConfig, OtlpProtocol, RequestLogBackend, RequestLogConfig,
 };
 pub use providers::{
     forward_refusal, CacheControlMode, CapabilityOverrides, MockToolMode, ProviderConfig,
@@ -73,6 +75,8 @@ pub struct Config {
     pub tools: ToolsConfig,
     pub observability: ObservabilityConfig,
     pub request_log: RequestLogConfig,
+    /// `None`: one replica alone (in-process limits and health).
+    pub cluster: Option<ClusterConfig>,
     /// Filled by validation: secrets read from the environment, never from the file.
     #[serde(skip)]
     pub secrets: Secrets,
@@ -91,6 +95,10 @@ pub struct Secrets {
     pub otlp_headers: Vec<(String, Secret)>,
     /// Credentials of the bedrock and vertex providers, by provider name.
     pub cloud: HashMap<String, CloudCredentials>,
+    /// `cluster.redis_url(_env)`: a URL may carry a password.
+    pub redis_url: Option<Secret>,
+    /// `request_log.postgres_url(_env)`, with `backend = "postgres"`.
+    pub postgres_url: Option<Secret>,
 }
 
 impl fmt::Debug for Secrets {
@@ -227,12 +235,93 @@ impl Config {
         if let Some(otlp) = &self.observability.otlp {
             self.secrets.otlp_headers = otlp.validate(&|path, var| read_env(env, path, var))?;
         }
-        self.request_log.validate()
+        self.request_log.validate()?;
+        // A URL written in the file moves to the secrets: `Debug` of the config never shows it.
+        let inline_postgres = self.request_log.postgres_url.take();
+        let rl = &self.request_log;
+        if rl.backend == RequestLogBackend::Postgres {
+            let url = one_url(
+                "request_log.postgres_url",
+                inline_postgres.as_deref(),
+                rl.postgres_url_env.as_deref(),
+                &|path, var| read_env(env, path, var),
+            )?;
+            if url.expose().parse::<postgres::Config>().is_err() {
+                return Err(ConfigError::new(
+                    "request_log.postgres_url",
+                    "not a valid PostgreSQL connection URL",
+                ));
+            }
+            if !valid_sql_identifier(&rl.postgres_table) {
+                return Err(ConfigError::new(
+                    "request_log.postgres_table",
+                    "must be 1..63 chars of [a-z0-9_], not starting with a digit",
+                ));
+            }
+            self.secrets.postgres_url = Some(url);
+        }
+
+        // Cluster.
+        let inline_redis = self.cluster.as_mut().and_then(|c| c.redis_url.take());
+        if let Some(c) = &self.cluster {
+            let url = one_url(
+                "cluster.redis_url",
+                inline_redis.as_deref(),
+                c.redis_url_env.as_deref(),
+                &|path, var| read_env(env, path, var),
+            )?;
+            if redis::Client::open(url.expose()).is_err() {
+                return Err(ConfigError::new(
+                    "cluster.redis_url",
+                    "not a valid redis:// URL",
+                ));
+            }
+            if c.key_prefix.is_empty() || c.key_prefix.contains(['{', '}', ' ']) {
+                return Err(ConfigError::new(
+                    "cluster.key_prefix",
+                    "must be non-empty, without braces or spaces",
+                ));
+            }
+            if c.lease_secs == 0 || c.timeout_ms == 0 {
+                return Err(ConfigError::new(
+                    "cluster",
+                    "lease_secs and timeout_ms must be at least 1",
+                ));
+            }
+            self.secrets.redis_url = Some(url);
+        }
+        Ok(())
     }
 
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.name == name)
     }
+}
+
+/// Exactly one of `<path>` (in the file) and `<path>_env` (an environment variable).
+fn one_url(
+    path: &str,
+    inline: Option<&str>,
+    var: Option<&str>,
+    read_env: &dyn Fn(String, &str) -> Result<Secret, ConfigError>,
+) -> Result<Secret, ConfigError> {
+    match (inline, var) {
+        (Some(url), None) => Ok(Secret::new(url.trim().to_string())),
+        (None, Some(var)) => read_env(format!("{path}_env"), var),
+        _ => Err(ConfigError::new(
+            path,
+            format!("set exactly one of {path} and {path}_env"),
+        )),
+    }
+}
+
+/// A plain lower-case PostgreSQL identifier (it is spliced into SQL, so nothing else).
+fn valid_sql_identifier(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn valid_name(name: &str) -> bool {
@@ -472,6 +561,64 @@ mod tests {
         );
         let e = Config::from_toml_with_env(&mock, &no_env).unwrap_err();
         assert_eq!(e.path, "providers[0].stream_tool_calls");
+    }
+
+    #[test]
+    fn cluster_and_postgres_urls_come_from_the_file_or_the_environment() {
+        let text = format!(
+            "{MINIMAL}\n[cluster]\nredis_url_env = \"R\"\nlease_secs = 5\n\
+             [request_log]\nbackend = \"postgres\"\npostgres_url_env = \"P\"\npostgres_table = \"t1\"\n"
+        );
+        let env = |v: &str| match v {
+            "R" => Some("redis://:hunter2@127.0.0.1:6379/0".to_string()),
+            "P" => Some("postgres://u:hunter2@127.0.0.1:5432/test".to_string()),
+            _ => None,
+        };
+        let c = Config::from_toml_with_env(&text, &env).unwrap();
+        let cluster = c.cluster.as_ref().unwrap();
+        assert_eq!(
+            (
+                cluster.key_prefix.as_str(),
+                cluster.lease_secs,
+                cluster.timeout_ms
+            ),
+            ("aigw", 5, 50)
+        );
+        assert_eq!(cluster.on_redis_error, OnRedisError::Local);
+        assert!(c.secrets.redis_url.is_some() && c.secrets.postgres_url.is_some());
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = Config::from_toml_with_env(&text, &no_env).unwrap_err();
+        assert_eq!(e.path, "request_log.postgres_url_env");
+        // Written in the file, a URL's password still never shows.
+        let inline = format!(
+            "{MINIMAL}\n[cluster]\nredis_url = \"redis://:hunter3@127.0.0.1:6379\"\n\
+             [request_log]\nbackend = \"postgres\"\npostgres_url = \"postgres://u:hunter3@127.0.0.1/test\"\n"
+        );
+        let c = Config::from_toml_with_env(&inline, &no_env).unwrap();
+        assert!(c.secrets.redis_url.is_some() && c.secrets.postgres_url.is_some());
+        assert!(!format!("{c:?}").contains("hunter3"));
+
+        for (extra, path) in [
+            ("[cluster]\nbogus = 1", "cluster.bogus"),
+            ("[cluster]\nredis_url = \"http://x\"", "cluster.redis_url"),
+            ("[cluster]", "cluster.redis_url"),
+            (
+                "[cluster]\nredis_url = \"redis://127.0.0.1\"\non_redis_error = \"maybe\"",
+                "cluster.on_redis_error",
+            ),
+            (
+                "[request_log]\nbackend = \"postgres\"",
+                "request_log.postgres_url",
+            ),
+            (
+                "[request_log]\nbackend = \"postgres\"\npostgres_url = \"postgres://127.0.0.1/x\"\npostgres_table = \"t; drop\"",
+                "request_log.postgres_table",
+            ),
+        ] {
+            let e =
+                Config::from_toml_with_env(&format!("{MINIMAL}\n{extra}\n"), &no_env).unwrap_err();
+            assert_eq!(e.path, path, "{e}");
+        }
     }
 
     #[test]

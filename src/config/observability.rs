@@ -108,11 +108,27 @@ impl Default for ObservabilityConfig {
     }
 }
 
+/// Where request log rows go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLogBackend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RequestLogConfig {
     pub enabled: bool,
+    pub backend: RequestLogBackend,
+    /// The SQLite file (`backend = "sqlite"`).
     pub path: String,
+    /// May carry a password: prefer `postgres_url_env`. Never logged.
+    pub postgres_url: Option<String>,
+    pub postgres_url_env: Option<String>,
+    /// Created with its indexes at start when missing.
+    pub postgres_table: String,
     pub batch_size: usize,
     pub flush_interval_ms: u64,
     pub queue_capacity: usize,
@@ -124,7 +140,11 @@ impl Default for RequestLogConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            backend: RequestLogBackend::Sqlite,
             path: "gateway.sqlite".into(),
+            postgres_url: None,
+            postgres_url_env: None,
+            postgres_table: "requests".into(),
             batch_size: 256,
             flush_interval_ms: 1000,
             queue_capacity: 10_000,

@@ -44,6 +44,18 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
             "request_log.retention_days",
             l.retention_days != nl.retention_days,
         ),
+        ("request_log.backend", l.backend != nl.backend),
+        (
+            "request_log.postgres",
+            l.postgres_table != nl.postgres_table
+                || l.postgres_url_env != nl.postgres_url_env
+                || old.secrets.postgres_url != new.secrets.postgres_url,
+        ),
+        // The Redis connection, its limits and health tasks are built once at start.
+        (
+            "cluster",
+            old.cluster != new.cluster || old.secrets.redis_url != new.secrets.redis_url,
+        ),
     ]
     .into_iter()
     .filter_map(|(path, differs)| differs.then_some(path))

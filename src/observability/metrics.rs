@@ -50,6 +50,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// Log lines the writer thread could not queue: the process's count, read at each scrape.
     log_lines_dropped: IntCounter,
+    /// Failed or timed-out Redis calls (cluster mode).
+    pub shared_state_errors: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -137,6 +139,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(log_lines_dropped.clone()))
+            .expect("unique metric");
+        let shared_state_errors = IntCounter::new(
+            "gateway_shared_state_errors_total",
+            "Redis calls of the cluster's shared state that failed or timed out",
+        )
+        .expect("valid metric");
+        r.register(Box::new(shared_state_errors.clone()))
             .expect("unique metric");
         Self {
             requests: counter(
@@ -235,6 +244,7 @@ impl Metrics {
             config_reloads,
             config_generation,
             log_lines_dropped,
+            shared_state_errors,
             registry: r,
         }
     }

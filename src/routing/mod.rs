@@ -4,6 +4,7 @@
 
 pub mod breaker;
 pub mod preferences;
+pub mod shared;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use rand::Rng;
 
 pub use breaker::{CircuitBreaker, CircuitState, Verdict};
 pub use preferences::{RoutingPrefs, Sort};
+pub use shared::SharedHold;
 pub use stats::DeploymentStats;
 
 use crate::config::{Config, ModelConfig, Price};
@@ -33,6 +35,9 @@ pub struct Deployment {
     /// Shared with the same deployment of the previous config generation, when it did not
     /// change: a reload keeps its health.
     pub breaker: Arc<CircuitBreaker>,
+    /// The cluster's view of this deployment (empty without cluster mode); kept by a reload
+    /// like the breaker.
+    pub shared: Arc<SharedHold>,
     pub stats: Arc<DeploymentStats>,
 }
 
@@ -101,14 +106,16 @@ impl ModelIndex {
                                     && Arc::ptr_eq(&o.provider, &provider)
                             })
                         });
-                    let (breaker, stats) = match kept {
-                        Some(o) => (o.breaker.clone(), o.stats.clone()),
+                    let (breaker, shared, stats) = match kept {
+                        Some(o) => (o.breaker.clone(), o.shared.clone(), o.stats.clone()),
                         None => (
                             Arc::new(CircuitBreaker::new(config.circuit_breaker.clone())),
+                            Arc::new(SharedHold::new(format!("{}/{name}", m.id))),
                             Arc::default(),
                         ),
                     };
                     Arc::new(Deployment {
+                        shared,
                         name,
                         provider,
                         provider_index,
@@ -190,7 +197,7 @@ pub fn select(
         }
     }
     let mut earliest: Option<Instant> = None;
-    pool.retain(|d| match d.breaker.available(now) {
+    pool.retain(|d| match shared::available(d, now) {
         Ok(()) => true,
         Err(until) => {
             earliest = Some(earliest.map_or(until, |e| e.min(until)));
@@ -284,6 +291,7 @@ pub(crate) fn test_deployment(
         weight,
         price: price.map(|(input, output)| Price { input, output }),
         breaker: Arc::new(CircuitBreaker::new(breaker)),
+        shared: Arc::new(SharedHold::new(name.into())),
         stats: Arc::default(),
     })
 }

@@ -17,7 +17,7 @@ use crate::error::GatewayError;
 use crate::observability::spans;
 use crate::protocol::capabilities::Warning;
 use crate::providers::{Call, Dispatch, FailureClass, ProviderEvent, UpstreamError};
-use crate::routing::breaker::{Admission, ProbeGuard};
+use crate::routing::shared::{self, Permit, SharedAdmission};
 use crate::routing::{Deployment, Verdict};
 use crate::strictness::WARNINGS_HEADER;
 
@@ -48,9 +48,9 @@ pub(super) struct Attempt {
     pub(super) id: u32,
     pub(super) deployment: Arc<Deployment>,
     pub(super) handle: SpawnHandle,
-    /// This attempt is its deployment's half-open probe: dropping it without a verdict (the
-    /// session stopped) frees the probe slot.
-    pub(super) probe: Option<ProbeGuard>,
+    /// The right to call its deployment; when it is the half-open probe (local or the
+    /// cluster's), dropping it without a verdict (the session stopped) frees the probe.
+    pub(super) permit: Permit,
     pub(super) started: Instant,
     /// A 2xx head arrived.
     pub(super) accepted: bool,
@@ -89,10 +89,9 @@ impl SessionActor {
             return;
         }
         let now = Instant::now();
-        let probe = match deployment.breaker.admit(now) {
-            Admission::Yes => None,
-            Admission::Probe(guard) => Some(guard),
-            Admission::No { until } => {
+        let permit = match shared::admit(&deployment, now) {
+            SharedAdmission::Go(permit) => permit,
+            SharedAdmission::No { until } => {
                 self.attempts.skipped_until =
                     Some(self.attempts.skipped_until.map_or(until, |u| u.min(until)));
                 let next = self.attempts.plan.next_candidate();
@@ -167,7 +166,7 @@ impl SessionActor {
             id,
             deployment,
             handle,
-            probe,
+            permit,
             started: now,
             accepted: false,
             first_event: None,
@@ -265,10 +264,7 @@ impl SessionActor {
         spans::attempt_done(&a.span, status, class.unwrap_or("success"));
         let now = Instant::now();
         self.attempts.upstream_end = Some(now);
-        match a.probe {
-            Some(probe) => probe.record(verdict, now),
-            None => a.deployment.breaker.record(verdict, now),
-        }
+        a.permit.record(verdict, now);
         if verdict == Verdict::Success {
             self.answer.chosen = Some(a.deployment.clone());
             self.answer.reply_warnings.extend(a.warnings);

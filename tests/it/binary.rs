@@ -163,6 +163,23 @@ async fn spawn_binary(
     args: &[&str],
     dir: &Path,
 ) -> (Child, String, std::thread::JoinHandle<Vec<String>>) {
+    let (child, url, _, log) = spawn(args, dir).await;
+    (child, url, log)
+}
+
+/// The lines a binary logged so far.
+pub type Logs = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`spawn_binary`], with the lines logged so far readable while it runs.
+pub async fn spawn_binary_logged(args: &[&str], dir: &Path) -> (Child, String, Logs) {
+    let (child, url, logs, _) = spawn(args, dir).await;
+    (child, url, logs)
+}
+
+async fn spawn(
+    args: &[&str],
+    dir: &Path,
+) -> (Child, String, Logs, std::thread::JoinHandle<Vec<String>>) {
     let mut child = Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -172,26 +189,30 @@ async fn spawn_binary(
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let logs = Logs::default();
+    let kept = logs.clone();
     // The binary logs its bound address; read it, then keep draining its log.
     let (tx, rx) = tokio::sync::oneshot::channel();
     let log = std::thread::spawn(move || {
         let mut tx = Some(tx);
-        let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("listening on http://") {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
                 }
             }
-            lines.push(line);
+            kept.lock().unwrap().push(line);
         }
-        lines
+        kept.lock().unwrap().clone()
     });
     match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
-        Ok(Ok(url)) => (child, url, log),
+        Ok(Ok(url)) => (child, url, logs, log),
         _ => {
             let _ = child.kill();
-            panic!("the binary says where it listens");
+            panic!(
+                "the binary says where it listens: {:?}",
+                logs.lock().unwrap()
+            );
         }
     }
 }

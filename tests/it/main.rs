@@ -7,6 +7,7 @@ mod auth;
 mod bedrock;
 mod binary;
 mod client_stall;
+mod cluster;
 mod endpoints;
 mod errors;
 mod malformed;
