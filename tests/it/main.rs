@@ -6,6 +6,7 @@ mod auth;
 mod binary;
 mod endpoints;
 mod errors;
+mod fuzz;
 mod malformed;
 mod mock_provider;
 mod observability;
