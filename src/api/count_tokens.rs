@@ -168,7 +168,12 @@ async fn count(
             }
         }
     }
-    let n = token_estimate::estimate(request.system.as_ref(), &request.messages, &request.tools);
+    // Off the worker: the tokenizer is built on first use (seconds in a debug build) and encoding
+    // costs time in proportion to the body, while every other connection of the worker waits.
+    let (system, messages, tools) = (request.system, request.messages, request.tools);
+    let n = web::block(move || token_estimate::estimate(system.as_ref(), &messages, &tools))
+        .await
+        .map_err(|_| GatewayError::Internal("the token estimate failed".into()))?;
     Ok((json!({"input_tokens": n}).to_string().into(), true))
 }
 

@@ -614,6 +614,12 @@ async fn run(client: &awc::Client, url: &str, case: &Case) -> Result<(), String>
                 serde_json::from_slice::<Value>(&e.data)
                     .map_err(|err| format!("stream event not JSON ({err}): {body}"))?;
             }
+            // Every upstream here is healthy: a stream ends with message_stop.
+            if events.last().map(|e| e.name()) != Some("message_stop") {
+                return Err(format!(
+                    "a 200 stream without message_stop at its end: {body}"
+                ));
+            }
         } else {
             serde_json::from_slice::<Value>(&res.body)
                 .map_err(|e| format!("200 body not JSON ({e}): {body}"))?;
@@ -731,5 +737,51 @@ async fn mutated_requests_get_clean_answers() {
     assert!(
         openai.count() > 0 && anthropic.count() > 0,
         "both upstreams served"
+    );
+}
+
+/// Found by the test above: the local `count_tokens` estimate ran on the actix worker, so the
+/// first one (which builds the tokenizer) or one over a large body held up every other
+/// connection of that worker (requests timed out with 408, pooled connections were reset).
+/// Here the Anthropic deployment fails, so the gateway estimates locally over 200 KB of text.
+/// Once the upstream has seen the count, a `/healthz` on another connection is answered while
+/// the count's own connection has received nothing yet (a blocked worker would write the count
+/// first, and loopback delivers it before the later answer).
+#[actix_web::test]
+async fn a_local_token_estimate_does_not_hold_up_the_worker() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = MockUpstream::anthropic();
+    let gw = TestGateway::start(&base_config(&upstream.url));
+    let mut body = request("up-error-500", false);
+    body["messages"][0]["content"] = json!("lorem ipsum dolor sit amet ".repeat(8_000));
+    let body = body.to_string();
+    let addr = gw.url.trim_start_matches("http://");
+    let mut counting = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/messages/count_tokens HTTP/1.1\r\nhost: {addr}\r\nx-api-key: {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    counting.write_all(head.as_bytes()).await.unwrap();
+    counting.write_all(body.as_bytes()).await.unwrap();
+    upstream.wait_requests(1).await;
+
+    let health = get(&gw.url, "/healthz").await;
+    assert_eq!(health.status, 200);
+    let mut buf = vec![0u8; 64 * 1024];
+    match counting.try_read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the count was answered before /healthz: {other:?}"),
+    }
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("input_tokens") {
+        let n = counting.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("x-gateway-token-estimate: true"),
+        "{answer}"
     );
 }
