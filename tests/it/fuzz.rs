@@ -384,7 +384,7 @@ fn mangle(rng: &mut Rng, bytes: &mut Vec<u8>) -> String {
             format!("truncate at {at}")
         }
         1 => {
-            let bad: &[u8] = *rng.pick::<&[u8]>(&[
+            let bad: &[u8] = rng.pick::<&[u8]>(&[
                 &[0xff][..],
                 &[0xc3],
                 &[0xed, 0xa0, 0x80],
@@ -426,7 +426,7 @@ fn mangle(rng: &mut Rng, bytes: &mut Vec<u8>) -> String {
             "not an object".into()
         }
         6 => {
-            let prefix: &[u8] = *rng.pick::<&[u8]>(&[&b"\xef\xbb\xbf"[..], b"  \n", b"\x00"]);
+            let prefix: &[u8] = rng.pick::<&[u8]>(&[&b"\xef\xbb\xbf"[..], b"  \n", b"\x00"]);
             bytes.splice(0..0, prefix.iter().copied());
             "prefix".into()
         }
@@ -466,7 +466,7 @@ fn headers(rng: &mut Rng) -> Vec<(&'static str, Vec<u8>)> {
         _ => add(&mut h, "x-api-key", b"sk-narrow"),
     }
     if !rng.chance(15) {
-        let ct: &[u8] = *rng.pick::<&[u8]>(&[
+        let ct: &[u8] = rng.pick::<&[u8]>(&[
             &b"application/json"[..],
             b"application/json",
             b"application/json; charset=utf-8",
@@ -479,7 +479,7 @@ fn headers(rng: &mut Rng) -> Vec<(&'static str, Vec<u8>)> {
         add(&mut h, "content-type", ct);
     }
     if rng.chance(40) {
-        let v: &[u8] = *rng.pick::<&[u8]>(&[
+        let v: &[u8] = rng.pick::<&[u8]>(&[
             &b"2023-06-01"[..],
             b"2026-10-21",
             b"2023-01-01",
@@ -490,7 +490,7 @@ fn headers(rng: &mut Rng) -> Vec<(&'static str, Vec<u8>)> {
         add(&mut h, "anthropic-version", v);
     }
     if rng.chance(20) {
-        let v: &[u8] = *rng.pick::<&[u8]>(&[
+        let v: &[u8] = rng.pick::<&[u8]>(&[
             &b"prompt-caching-2024-07-31"[..],
             b"fine-grained-tool-streaming-2025-05-14,interleaved-thinking-2025-05-14",
             b"",
@@ -502,7 +502,7 @@ fn headers(rng: &mut Rng) -> Vec<(&'static str, Vec<u8>)> {
     }
     if rng.chance(20) {
         let v: &[u8] =
-            *rng.pick::<&[u8]>(&[&b"warn"[..], b"error", b"off", b"", b"WARN", b"strict"]);
+            rng.pick::<&[u8]>(&[&b"warn"[..], b"error", b"off", b"", b"WARN", b"strict"]);
         add(&mut h, "x-aistats-strictness", v);
     }
     if rng.chance(20) {
