@@ -38,7 +38,7 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 100_000_000_000, 3).expect("histogram bounds")
 }
 
-fn client() -> awc::Client {
+pub fn client() -> awc::Client {
     let connector = awc::Connector::new()
         .limit(0)
         .conn_keep_alive(Duration::from_secs(120))
@@ -50,7 +50,7 @@ fn client() -> awc::Client {
         .finish()
 }
 
-fn request(client: &awc::Client, t: &Target) -> awc::ClientRequest {
+pub fn request(client: &awc::Client, t: &Target) -> awc::ClientRequest {
     t.sent.fetch_add(1, Ordering::Relaxed);
     let mut req = client.post(&t.url);
     for (k, v) in &t.headers {
@@ -60,7 +60,7 @@ fn request(client: &awc::Client, t: &Target) -> awc::ClientRequest {
 }
 
 /// Runs `f(thread index)` on `threads` threads, each inside its own actix system.
-fn on_threads<R, F, Fut>(threads: usize, f: F) -> Vec<R>
+pub fn on_threads<R, F, Fut>(threads: usize, f: F) -> Vec<R>
 where
     R: Send,
     F: Fn(usize) -> Fut + Sync,

@@ -1,4 +1,5 @@
-//! The load harness: `cargo bench --bench load` (add `-- --quick` for a short smoke run).
+//! The load harness: `cargo bench --bench load` (add `-- --quick` for a short smoke run;
+//! `-- soak` runs the soak instead, see `soak.rs`).
 //!
 //! It starts the fast upstream mock (its own process) and the gateway (`aigw`, its own process,
 //! so /proc gives its CPU and memory alone), then measures every figure against the same mock hit
@@ -9,8 +10,10 @@
 
 mod client;
 mod mock;
+mod plot;
 mod procs;
 mod report;
+mod soak;
 
 #[path = "../shared/fixtures.rs"]
 mod fixtures;
@@ -82,6 +85,10 @@ fn main() {
     // `cargo test --benches` runs bench binaries without `--bench`: a load test is no unit test.
     if !args.iter().any(|a| a == "--bench") {
         eprintln!("benches/load runs only as a benchmark: cargo bench --bench load");
+        return;
+    }
+    if args.iter().any(|a| a == "soak") {
+        soak::main();
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -561,7 +568,7 @@ fn run(plan: &Plan) -> Results {
         "[load] mock upstream on 127.0.0.1:{mock} (pid {}), fd limit {fd_limit}",
         mock_proc.pid()
     );
-    let config = procs::gateway_config(&dir.0, mock, plan.gateway_workers, "warn");
+    let config = procs::gateway_config(&dir.0, mock, plan.gateway_workers, "warn", "");
     let log = dir.0.join("gateway.log");
     let db = procs::request_log_path(&dir.0);
     let mut accounting = Vec::new();
@@ -590,7 +597,7 @@ fn run(plan: &Plan) -> Results {
     let log_info = plan.runs("loglevel").then(|| {
         let info_dir = dir.0.join("info");
         std::fs::create_dir_all(&info_dir).expect("create info dir");
-        let config = procs::gateway_config(&info_dir, mock, plan.gateway_workers, "info");
+        let config = procs::gateway_config(&info_dir, mock, plan.gateway_workers, "info", "");
         let db = procs::request_log_path(&info_dir);
         let since = Baseline::now(&db);
         let (gw, addr) = procs::spawn_gateway(&config, &info_dir.join("gateway.log"));

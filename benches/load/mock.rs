@@ -30,20 +30,40 @@ pub struct Profile {
     /// Delay between text deltas.
     pub interval: Duration,
     pub deltas: usize,
+    pub fault: Fault,
 }
 
+/// The soak's failing upstreams (`soak.rs`); the measured phases use only `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// Every request: HTTP 500.
+    Fail,
+    /// A stream is reset after its deltas, before its tail; JSON is answered normally.
+    Cut,
+    /// A stream stops after its deltas and holds the connection; JSON never answers.
+    Stall,
+}
+
+/// The names of the profiles: the first path segment, and a provider per profile.
+pub const PROFILES: [&str; 6] = ["fast", "paced", "idle", "fail", "cut", "stall"];
+
 pub fn profile(name: &str) -> Option<Profile> {
-    let p = |ttft, interval, deltas| {
+    let p = |ttft, interval, deltas, fault| {
         Some(Profile {
             ttft,
             interval,
             deltas,
+            fault,
         })
     };
     match name {
-        "fast" => p(Duration::ZERO, Duration::ZERO, DELTAS),
-        "paced" => p(Duration::ZERO, PACED_INTERVAL, DELTAS),
-        "idle" => p(IDLE_HOLD, Duration::ZERO, 1),
+        "fast" => p(Duration::ZERO, Duration::ZERO, DELTAS, Fault::None),
+        "paced" => p(Duration::ZERO, PACED_INTERVAL, DELTAS, Fault::None),
+        "idle" => p(IDLE_HOLD, Duration::ZERO, 1, Fault::None),
+        "fail" => p(Duration::ZERO, Duration::ZERO, DELTAS, Fault::Fail),
+        "cut" => p(Duration::ZERO, PACED_INTERVAL, 3, Fault::Cut),
+        "stall" => p(Duration::ZERO, PACED_INTERVAL, 2, Fault::Stall),
         _ => None,
     }
 }
@@ -140,7 +160,19 @@ fn sse(
             }
             delta(wire)
         } else if i == p.deltas + 1 {
-            Bytes::from_static(tail.as_bytes())
+            match p.fault {
+                Fault::Cut => {
+                    return Some((
+                        Err(actix_web::error::ErrorInternalServerError("cut")),
+                        i + 1,
+                    ))
+                }
+                Fault::Stall => {
+                    tokio::time::sleep(IDLE_HOLD).await;
+                    return None;
+                }
+                _ => Bytes::from_static(tail.as_bytes()),
+            }
         } else {
             return None;
         };
@@ -168,6 +200,18 @@ async fn handle(req: HttpRequest, body: web::Bytes, canned: web::Data<Canned>) -
     let Some(profile) = profile else {
         return HttpResponse::NotFound().finish();
     };
+    if profile.fault == Fault::Fail {
+        return HttpResponse::InternalServerError()
+            .content_type("application/json")
+            .body(match wire {
+                Wire::Anthropic => {
+                    r#"{"type":"error","error":{"type":"api_error","message":"scripted failure"}}"#
+                }
+                Wire::OpenAi => {
+                    r#"{"error":{"message":"scripted failure","type":"server_error","code":null}}"#
+                }
+            });
+    }
     // Bodies are compact JSON (the client's own, or the gateway's serde output).
     let stream = memchr::memmem::find(&body, b"\"stream\":true").is_some();
     if stream {
@@ -175,6 +219,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, canned: web::Data<Canned>) -
             .content_type("text/event-stream")
             .insert_header(("cache-control", "no-cache"))
             .streaming(sse(wire, profile));
+    }
+    if profile.fault == Fault::Stall {
+        tokio::time::sleep(IDLE_HOLD).await;
     }
     let body = match wire {
         Wire::Anthropic => canned.anthropic.clone(),

@@ -132,8 +132,15 @@ pub fn free_port() -> u16 {
 }
 
 /// The gateway's config: one provider per mock profile and wire format, a hashed client key,
-/// the request log on, logging at `log_level` (`warn` but for the (g) row: no `request` lines).
-pub fn gateway_config(dir: &Path, mock_port: u16, workers: usize, log_level: &str) -> PathBuf {
+/// the request log on, logging at `log_level` (`warn` but for the (g) row: no `request` lines);
+/// `extra` is appended.
+pub fn gateway_config(
+    dir: &Path,
+    mock_port: u16,
+    workers: usize,
+    log_level: &str,
+    extra: &str,
+) -> PathBuf {
     let key_hash = hex::encode(Sha256::digest(GATEWAY_KEY.as_bytes()));
     let mut text = format!(
         r#"# Written by benches/load; every key exists in src/config/.
@@ -156,7 +163,7 @@ secret_sha256 = "{key_hash}"
         // On by default, as shipped; `AIGW_BENCH_REQUEST_LOG=off` measures what it costs.
         log_enabled = std::env::var("AIGW_BENCH_REQUEST_LOG").map_or(true, |v| v != "off"),
     );
-    for profile in ["fast", "paced", "idle"] {
+    for profile in crate::mock::PROFILES {
         for (kind, suffix) in [("anthropic", ""), ("openai", "/v1")] {
             text.push_str(&format!(
                 r#"
@@ -191,6 +198,7 @@ id = "mock-idle"
 deployments = [{ provider = "idle-mock", model = "idle" }]
 "#,
     );
+    text.push_str(extra);
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).expect("write gateway config");
     path
@@ -449,4 +457,31 @@ pub fn own_cpu() -> Duration {
         }
     }
     total
+}
+
+/// How many of a process's open fds are TCP sockets connected to `port` on loopback: the
+/// gateway's pooled upstream connections to the mock, which stay open for their keep-alive.
+pub fn sockets_to_port(pid: u32, port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = cols
+                .get(2)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if remote_port == Some(port) {
+                if let Some(inode) = cols.get(9) {
+                    inodes.insert(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| {
+        dir.filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|l| inodes.contains(l.to_string_lossy().as_ref()))
+            .count()
+    })
 }

@@ -556,7 +556,7 @@ fn idle_rows(t: &mut Table, i: &IdleResults) {
     );
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

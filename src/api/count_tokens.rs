@@ -58,7 +58,15 @@ pub async fn count_tokens(
             return refuse(&state, record, received_at, &e);
         }
     };
-    let mut res = match prepare(&req, checked, &mut record, received_at) {
+    let prepared = match prepare(&req, checked, &mut record, received_at).await {
+        Ok(p) => p,
+        Err(e) => {
+            let mut res = refuse(&state, record, received_at, &e);
+            add_headers(&mut res, limit_headers);
+            return res;
+        }
+    };
+    let mut res = match prepared {
         Prepared::Local(body) => {
             record.total = received_at.elapsed();
             record.ttft = Some(record.total);
@@ -110,12 +118,12 @@ enum Prepared {
 
 /// A session over the Anthropic deployments (the local estimate its last resort), or the
 /// estimate at once when there are none.
-fn prepare(
+async fn prepare(
     req: &HttpRequest,
     checked: Checked,
     record: &mut RequestRecord,
     received_at: Instant,
-) -> Prepared {
+) -> Result<Prepared, GatewayError> {
     let Checked {
         key,
         mut request,
@@ -137,18 +145,27 @@ fn prepare(
         request.set_field("tools", &Value::Array(upstream.clone()));
         request.tools = upstream;
     }
-    let n = token_estimate::estimate(request.system.as_ref(), &request.messages, &request.tools);
+    // Off the worker: the tokenizer is built on first use (seconds in a debug build) and encoding
+    // costs time in proportion to the body, while every other connection of the worker waits.
+    let (system, messages, tools) = (
+        request.system.clone(),
+        request.messages.clone(),
+        request.tools.clone(),
+    );
+    let n = web::block(move || token_estimate::estimate(system.as_ref(), &messages, &tools))
+        .await
+        .map_err(|_| GatewayError::Internal("the token estimate failed".into()))?;
     let estimate: bytes::Bytes = json!({"input_tokens": n}).to_string().into();
     if candidates.is_empty() {
-        return Prepared::Local(estimate);
+        return Ok(Prepared::Local(estimate));
     }
     // Strictness does not apply to a count: nothing is dropped or reported.
     let Ok(plan) = StrictnessPlan::build(&request, &model, Strictness::Off, &key.name, None) else {
-        return Prepared::Local(estimate);
+        return Ok(Prepared::Local(estimate));
     };
     let providers: Vec<_> = candidates.iter().map(|d| d.provider.clone()).collect();
     let client_headers = ClientHeaders::collect(req.headers(), &providers);
-    Prepared::Session(Box::new(SessionInit {
+    Ok(Prepared::Session(Box::new(SessionInit {
         request_id: record.request_id.clone(),
         key,
         request: Arc::new(request),
@@ -168,7 +185,7 @@ fn prepare(
         received_at,
         record: std::mem::take(record),
         purpose: Purpose::CountTokens { estimate },
-    }))
+    })))
 }
 
 /// The deployments that speak Anthropic (anthropic, bedrock, vertex) after `only` and

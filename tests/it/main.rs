@@ -10,6 +10,7 @@ mod client_stall;
 mod cluster;
 mod endpoints;
 mod errors;
+mod fuzz;
 mod malformed;
 mod mock_provider;
 mod observability;

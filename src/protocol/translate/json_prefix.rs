@@ -200,6 +200,8 @@ impl JsonPrefix {
                 _ => false,
             },
             State::Str { key } => match b {
+                // A high surrogate must be followed by its low half, not by the string's end.
+                b'"' if self.surrogate => false,
                 b'"' => {
                     if key {
                         self.state = State::Colon;
@@ -379,6 +381,15 @@ mod tests {
         for (text, at) in cases {
             assert_eq!(check(text).0, Err(InvalidAt(*at)), "{text:?}");
         }
+    }
+
+    /// Found by `fuzz/` (json_prefix): a string closed right after a high surrogate was called a
+    /// complete object, which serde_json and the SDKs' parser refuse (a lone surrogate).
+    #[test]
+    fn a_string_may_not_end_on_a_high_surrogate() {
+        assert_eq!(check("{\"a\":\"\\ud800\"}").0, Err(InvalidAt(12)));
+        assert_eq!(check("{\"\\ud800\":1}").0, Err(InvalidAt(8)));
+        assert!(check("{\"a\":\"\\ud800\\udc00\"}").2);
     }
 
     #[test]
