@@ -137,16 +137,7 @@ pub(super) fn validate(
         _ if region == "global" => "https://aiplatform.googleapis.com".to_string(),
         _ => format!("https://{region}-aiplatform.googleapis.com"),
     };
-    let url = p.base_url.get_or_insert(default_base);
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ConfigError::new(
-            at("base_url"),
-            "must start with http:// or https://",
-        ));
-    }
-    while url.ends_with('/') {
-        url.pop();
-    }
+    super::providers::check_base_url(p.base_url.get_or_insert(default_base), at("base_url"))?;
     let creds = match p.kind {
         ProviderKind::Bedrock => aws_credentials(p, &at, env)?,
         _ => {

@@ -166,6 +166,17 @@ pub struct CapabilityOverrides {
     pub reasoning_history: Option<bool>,
 }
 
+/// An upstream base URL: http(s), kept without its trailing slashes (paths are appended).
+pub(super) fn check_base_url(url: &mut String, at: String) -> Result<(), ConfigError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::new(at, "must start with http:// or https://"));
+    }
+    while url.ends_with('/') {
+        url.pop();
+    }
+    Ok(())
+}
+
 /// Every provider's settings; their API keys go into `keys`. Returns the provider names.
 pub(super) fn validate(
     providers: &mut [ProviderConfig],
@@ -194,16 +205,10 @@ pub(super) fn validate(
                     ProviderKind::Anthropic => "https://api.anthropic.com",
                     _ => "https://api.openai.com/v1",
                 };
-                let url = p.base_url.get_or_insert_with(|| default.to_string());
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError::new(
-                        at("base_url"),
-                        "must start with http:// or https://",
-                    ));
-                }
-                while url.ends_with('/') {
-                    url.pop();
-                }
+                check_base_url(
+                    p.base_url.get_or_insert_with(|| default.to_string()),
+                    at("base_url"),
+                )?;
             }
             // Their base_url comes from the region (config/cloud.rs).
             ProviderKind::Bedrock | ProviderKind::Vertex => {}
