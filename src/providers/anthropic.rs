@@ -25,27 +25,31 @@ pub async fn run(
     call: Call,
     sink: mpsc::Sender<ProviderEvent>,
 ) {
-    let event = match send(&client, &provider, &call, &sink).await {
-        Ok(mut res) => {
-            if sink.send(accepted(&res)).await.is_err() {
-                return;
-            }
-            if call.stream {
-                return pump(res, call.capture_response, sink).await;
-            }
-            match res.body().limit(MAX_BODY).await {
-                Ok(body) => {
-                    if call.capture_response {
-                        let _ = sink.send(ProviderEvent::Raw(body.clone())).await;
-                    }
-                    read_message(body)
-                }
-                Err(e) => {
-                    ProviderEvent::failed(UpstreamError::transient(format!("upstream body: {e}")))
-                }
-            }
+    match send(&client, &provider, &call, &sink).await {
+        Ok(res) => relay(res, &call, sink).await,
+        Err(e) => {
+            let _ = sink.send(ProviderEvent::failed(e)).await;
         }
-        Err(e) => ProviderEvent::failed(e),
+    }
+}
+
+/// A 2xx answer in the Anthropic wire format (this kind's and Vertex's), relayed to the
+/// session: the stream pumped event by event, or the whole message.
+pub(super) async fn relay(mut res: Response, call: &Call, sink: mpsc::Sender<ProviderEvent>) {
+    if sink.send(accepted(&res)).await.is_err() {
+        return;
+    }
+    if call.stream {
+        return pump(res, call.capture_response, sink).await;
+    }
+    let event = match res.body().limit(MAX_BODY).await {
+        Ok(body) => {
+            if call.capture_response {
+                let _ = sink.send(ProviderEvent::Raw(body.clone())).await;
+            }
+            read_message(body)
+        }
+        Err(e) => ProviderEvent::failed(UpstreamError::transient(format!("upstream body: {e}"))),
     };
     let _ = sink.send(event).await;
 }
@@ -194,7 +198,7 @@ pub(super) fn read_message(body: Bytes) -> ProviderEvent {
 }
 
 /// Forwards every complete frame as soon as its read completes.
-pub(super) async fn pump(mut res: Response, capture: bool, sink: mpsc::Sender<ProviderEvent>) {
+async fn pump(mut res: Response, capture: bool, sink: mpsc::Sender<ProviderEvent>) {
     let mut parser = SseParser::new();
     let mut events = Vec::new();
     loop {

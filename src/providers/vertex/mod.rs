@@ -10,16 +10,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{
-    accepted, report_sent, send_checked, Call, CountCall, Provider, ProviderEvent, UpstreamError,
-};
+use super::{report_sent, send_checked, Call, CountCall, Provider, ProviderEvent, UpstreamError};
 use crate::config::Secret;
 use crate::protocol::cloud::{
     cloud_supports_beta, split_betas, vertex_body, vertex_count_body, vertex_path,
 };
-
-/// Largest non-stream body read from Vertex.
-const MAX_BODY: usize = 64 * 1024 * 1024;
 
 fn google(provider: &Provider) -> Result<&auth::GoogleAuth, UpstreamError> {
     match &provider.cloud {
@@ -85,29 +80,12 @@ pub async fn run(
     call: Call,
     sink: mpsc::Sender<ProviderEvent>,
 ) {
-    let event = match send(&client, &provider, &call, &sink).await {
-        Ok(mut res) => {
-            if sink.send(accepted(&res)).await.is_err() {
-                return;
-            }
-            if call.stream {
-                return super::anthropic::pump(res, call.capture_response, sink).await;
-            }
-            match res.body().limit(MAX_BODY).await {
-                Ok(body) => {
-                    if call.capture_response {
-                        let _ = sink.send(ProviderEvent::Raw(body.clone())).await;
-                    }
-                    super::anthropic::read_message(body)
-                }
-                Err(e) => {
-                    ProviderEvent::failed(UpstreamError::transient(format!("upstream body: {e}")))
-                }
-            }
+    match send(&client, &provider, &call, &sink).await {
+        Ok(res) => super::anthropic::relay(res, &call, sink).await,
+        Err(e) => {
+            let _ = sink.send(ProviderEvent::failed(e)).await;
         }
-        Err(e) => ProviderEvent::failed(e),
-    };
-    let _ = sink.send(event).await;
+    }
 }
 
 async fn send(
